@@ -1,0 +1,818 @@
+//! Sessions: finding them under a root (or in a manifest), reading their metadata once,
+//! and decoding their row groups into a compact form.
+
+use std::collections::BTreeMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+use crate::reader::ObjectReader;
+use crate::schema::{self, F64Lists, I64Lists};
+use crate::store::Location;
+
+/// The three splits of every session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// 70 % of trials.
+    Train,
+    /// 10 % of trials.
+    Val,
+    /// 20 % of trials.
+    Test,
+}
+
+impl Split {
+    /// All splits, in file-name order.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+    /// The name used in file names (`train`, `val`, `test`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+
+    fn from_file_name(name: &str) -> Option<Split> {
+        let stem = name.strip_suffix(".parquet")?;
+        Split::ALL.into_iter().find(|s| {
+            stem == s.name()
+                || stem
+                    .strip_prefix(s.name())
+                    .is_some_and(|rest| rest.starts_with('-'))
+        })
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Split::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown split `{s}` (expected train, val or test)"))
+    }
+}
+
+/// One Parquet file of a session split, with its footer read.
+#[derive(Clone, Debug)]
+pub struct SplitFile {
+    /// Where the file is.
+    pub location: Location,
+    /// Size in bytes.
+    pub size: u64,
+    /// Rows (trials) per row group.
+    pub row_group_rows: Vec<usize>,
+    /// The parsed footer, reused by every read of this file.
+    pub(crate) metadata: ArrowReaderMetadata,
+}
+
+impl SplitFile {
+    /// Number of rows (trials).
+    pub fn rows(&self) -> usize {
+        self.row_group_rows.iter().sum()
+    }
+}
+
+/// Which behaviour columns every file of a session carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BehaviourColumns {
+    /// `choice`.
+    pub choice: bool,
+    /// `reward`.
+    pub reward: bool,
+    /// `block`.
+    pub block: bool,
+    /// `whisker-motion-energy`.
+    pub whisker: bool,
+    /// `wheel-speed`.
+    pub wheel: bool,
+}
+
+/// A session's metadata, read once when the dataset is opened.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The session id (from the `eid` column).
+    pub eid: String,
+    /// The session folder (`…/{eid}_aligned`).
+    pub folder: Location,
+    /// Number of units N.
+    pub n_units: usize,
+    /// Number of time bins T per trial.
+    pub n_bins: usize,
+    /// Bin width in seconds (0.02 when the column is absent).
+    pub binsize: f64,
+    /// Region acronym per unit.
+    pub regions: Vec<String>,
+    /// Depth per unit, when the file has it.
+    pub depths: Option<Vec<f64>>,
+    /// Unit ids, when the file has them.
+    pub uuids: Option<Vec<String>>,
+    /// Probe name, subject and lab, when present.
+    pub probe_name: Option<String>,
+    /// Subject (mouse).
+    pub subject: Option<String>,
+    /// Lab.
+    pub lab: Option<String>,
+    /// Behaviour columns present in every file.
+    pub behaviour: BehaviourColumns,
+    /// Files per split, in name order: `splits[Split as usize]`.
+    pub splits: [Vec<SplitFile>; 3],
+}
+
+impl Session {
+    /// The files of one split.
+    pub fn files(&self, split: Split) -> &[SplitFile] {
+        &self.splits[split as usize]
+    }
+
+    /// Trials in one split.
+    pub fn trials(&self, split: Split) -> usize {
+        self.files(split).iter().map(SplitFile::rows).sum()
+    }
+
+    /// Distinct regions with their unit counts, in order of first appearance.
+    pub fn region_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for region in &self.regions {
+            match counts.iter_mut().find(|(r, _)| r == region) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((region.clone(), 1)),
+            }
+        }
+        counts
+    }
+
+    /// Maps a row index within a split to (file, row group, row within the group).
+    pub fn locate(&self, split: Split, mut row: usize) -> Option<(usize, usize, usize)> {
+        for (f, file) in self.files(split).iter().enumerate() {
+            for (g, &rows) in file.row_group_rows.iter().enumerate() {
+                if row < rows {
+                    return Some((f, g, row));
+                }
+                row -= rows;
+            }
+        }
+        None
+    }
+}
+
+/// A session folder found by discovery, before its files are opened.
+#[derive(Clone, Debug)]
+pub struct SessionSource {
+    /// The session folder.
+    pub folder: Location,
+    /// Its Parquet files per split with their sizes, sorted by name.
+    pub files: [Vec<(Location, u64)>; 3],
+}
+
+/// Finds the sessions a dataset URL names: every `…/data/{split}-*.parquet` below a folder,
+/// or the session folders listed in a manifest file.
+pub async fn discover(root: &Location) -> Result<Vec<SessionSource>> {
+    // An object at the root itself is a manifest; a folder is listed.
+    if !root.path.as_ref().is_empty() {
+        match root.store.head(&root.path).await {
+            Ok(_) => return discover_manifest(root).await,
+            Err(object_store::Error::NotFound { .. }) => {}
+            // Local directories answer head() with an error that is not NotFound.
+            Err(_) if root.url().starts_with("file://") => {}
+            Err(source) => {
+                return Err(DataError::Store {
+                    url: root.url(),
+                    source,
+                });
+            }
+        }
+    }
+    let objects: Vec<ObjectMeta> = match root.store.list(Some(&root.path)).try_collect().await {
+        Ok(objects) => objects,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(source) => {
+            return Err(DataError::Store {
+                url: root.url(),
+                source,
+            });
+        }
+    };
+    let mut by_folder: BTreeMap<String, SessionSource> = BTreeMap::new();
+    for object in objects {
+        let parts: Vec<_> = object.location.parts().collect();
+        let n = parts.len();
+        if n < 2 || parts[n - 2].as_ref() != "data" {
+            continue;
+        }
+        let Some(split) = Split::from_file_name(parts[n - 1].as_ref()) else {
+            continue;
+        };
+        let folder_path = object_store::path::Path::from_iter(parts[..n - 2].iter().cloned());
+        let key = folder_path.to_string();
+        let source = by_folder.entry(key).or_insert_with(|| SessionSource {
+            folder: root.with_path(folder_path),
+            files: Default::default(),
+        });
+        source.files[split as usize].push((root.with_path(object.location.clone()), object.size));
+    }
+    let mut sources: Vec<SessionSource> = by_folder.into_values().collect();
+    for source in &mut sources {
+        for files in &mut source.files {
+            files.sort_by_key(|(loc, _)| loc.path.to_string());
+        }
+    }
+    if sources.is_empty() {
+        return Err(DataError::NoSessions { url: root.url() });
+    }
+    Ok(sources)
+}
+
+/// A manifest: one session folder per line (URL, absolute path, or a path relative to the
+/// manifest's folder); blank lines and `#` comments are ignored.
+async fn discover_manifest(manifest: &Location) -> Result<Vec<SessionSource>> {
+    let url = manifest.url();
+    let store_err = |source| DataError::Store {
+        url: url.clone(),
+        source,
+    };
+    let bytes = manifest
+        .store
+        .get(&manifest.path)
+        .await
+        .map_err(store_err)?
+        .bytes()
+        .await
+        .map_err(store_err)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| DataError::Manifest {
+        url: url.clone(),
+        line: 1,
+        reason: format!("not UTF-8 text: {e}"),
+    })?;
+    let mut sources = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or_default().trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let manifest_err = |reason: String| DataError::Manifest {
+            url: url.clone(),
+            line: i + 1,
+            reason,
+        };
+        let folder = if entry.contains("://") || entry.starts_with('/') {
+            Location::parse(entry).map_err(|e| manifest_err(e.to_string()))?
+        } else {
+            manifest.parent().join(entry)
+        };
+        let found = Box::pin(discover(&folder))
+            .await
+            .map_err(|e| manifest_err(e.to_string()))?;
+        if found.len() != 1 {
+            return Err(manifest_err(format!(
+                "`{entry}` holds {} sessions; a manifest line names exactly one session folder",
+                found.len()
+            )));
+        }
+        sources.extend(found);
+    }
+    if sources.is_empty() {
+        return Err(DataError::NoSessions { url });
+    }
+    Ok(sources)
+}
+
+/// Reads a file's footer and checks its schema.
+async fn open_file(location: Location, size: u64) -> Result<SplitFile> {
+    let url = location.url();
+    let mut reader = ObjectReader::new(location.store.clone(), location.path.clone(), size);
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+        .await
+        .map_err(|source| parquet_error(&url, source))?;
+    schema::check_schema(&url, metadata.schema())?;
+    let row_group_rows = metadata
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows() as usize)
+        .collect();
+    Ok(SplitFile {
+        location,
+        size,
+        row_group_rows,
+        metadata,
+    })
+}
+
+/// A storage failure under parquet's reader is reported as a storage error, the rest as
+/// "not readable Parquet".
+fn parquet_error(url: &str, source: parquet::errors::ParquetError) -> DataError {
+    if let parquet::errors::ParquetError::External(inner) = source {
+        match inner.downcast::<object_store::Error>() {
+            Ok(store) => DataError::Store {
+                url: url.to_string(),
+                source: *store,
+            },
+            Err(other) => DataError::Parquet {
+                url: url.to_string(),
+                source: parquet::errors::ParquetError::External(other),
+            },
+        }
+    } else {
+        DataError::Parquet {
+            url: url.to_string(),
+            source,
+        }
+    }
+}
+
+/// Reads row groups of `file`, projected to `columns` (those present), as record batches.
+async fn read_rows(
+    file: &SplitFile,
+    columns: &[&str],
+    row_groups: Vec<usize>,
+    limit: Option<usize>,
+) -> Result<Vec<RecordBatch>> {
+    let url = file.location.url();
+    let schema = file.metadata.schema();
+    let roots: Vec<usize> = columns
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
+    let reader = ObjectReader::new(
+        file.location.store.clone(),
+        file.location.path.clone(),
+        file.size,
+    );
+    let mask = ProjectionMask::roots(
+        file.metadata.metadata().file_metadata().schema_descr(),
+        roots,
+    );
+    let rows: usize = row_groups.iter().map(|&g| file.row_group_rows[g]).sum();
+    let mut builder =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
+            .with_projection(mask)
+            .with_row_groups(row_groups)
+            .with_batch_size(rows.max(1));
+    if let Some(limit) = limit {
+        builder = builder.with_limit(limit);
+    }
+    let stream = builder.build().map_err(|e| parquet_error(&url, e))?;
+    stream
+        .try_collect()
+        .await
+        .map_err(|e| parquet_error(&url, e))
+}
+
+/// Opens every file of a session (footers in parallel) and reads its metadata from the
+/// first row of its first file.
+pub async fn open_session(source: SessionSource) -> Result<Session> {
+    let mut splits: [Vec<SplitFile>; 3] = Default::default();
+    for (split, files) in source.files.iter().enumerate() {
+        splits[split] = futures::stream::iter(files.iter().cloned())
+            .map(|(loc, size)| open_file(loc, size))
+            .buffered(8)
+            .try_collect()
+            .await?;
+    }
+    let first = splits
+        .iter()
+        .flatten()
+        .find(|f| f.rows() > 0)
+        .or_else(|| splits.iter().flatten().next())
+        .ok_or_else(|| DataError::NoSessions {
+            url: source.folder.url(),
+        })?;
+    let url = first.location.url();
+    let meta_columns = [
+        schema::EID,
+        schema::CLUSTER_REGIONS,
+        schema::CLUSTER_DEPTHS,
+        schema::CLUSTER_UUIDS,
+        schema::SPIKES_SHAPE,
+        schema::BINSIZE,
+        schema::PROBE_NAME,
+        schema::SUBJECT,
+        schema::LAB,
+    ];
+    let batches = read_rows(first, &meta_columns, vec![0], Some(1)).await?;
+    let batch = batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| DataError::Inconsistent {
+            url: url.clone(),
+            reason: "the session's files hold no trials".into(),
+        })?;
+    let row_err = |field: &str, reason: String| DataError::InvalidRow {
+        url: url.clone(),
+        row: 0,
+        field: field.to_string(),
+        reason,
+    };
+    let string = |name: &str| -> Result<Option<String>> {
+        Ok(schema::column(&url, &batch, name)?.and_then(|a| {
+            let a = a.as_string::<i32>();
+            (!a.is_null(0)).then(|| a.value(0).to_string())
+        }))
+    };
+    let strings = |name: &str| -> Result<Option<Vec<String>>> {
+        Ok(schema::column(&url, &batch, name)?.and_then(|a| {
+            let list = a.as_list::<i32>();
+            (!list.is_null(0)).then(|| {
+                let values = list.value(0);
+                let values = values.as_string::<i32>();
+                (0..values.len())
+                    .map(|i| values.value(i).to_string())
+                    .collect()
+            })
+        }))
+    };
+    let eid = string(schema::EID)?.ok_or_else(|| row_err(schema::EID, "is null".into()))?;
+    let regions = strings(schema::CLUSTER_REGIONS)?
+        .ok_or_else(|| row_err(schema::CLUSTER_REGIONS, "is null".into()))?;
+    let shape_col = schema::required(&url, &batch, schema::SPIKES_SHAPE)?;
+    let shape = I64Lists::new(&url, schema::SPIKES_SHAPE, &shape_col)?
+        .row(0)
+        .map(<[i64]>::to_vec)
+        .unwrap_or_default();
+    if shape.len() != 2 || shape[0] <= 0 || shape[1] < 0 {
+        return Err(row_err(
+            schema::SPIKES_SHAPE,
+            format!("expected [n_bins, n_units] with n_bins > 0, found {shape:?}"),
+        ));
+    }
+    if shape[1] as usize != regions.len() {
+        return Err(row_err(
+            schema::SPIKES_SHAPE,
+            format!(
+                "says {} units but `cluster_regions` lists {}",
+                shape[1],
+                regions.len()
+            ),
+        ));
+    }
+    let depths = schema::column(&url, &batch, schema::CLUSTER_DEPTHS)?
+        .and_then(|a| F64Lists::new(&a).row(0));
+    let binsize = schema::column(&url, &batch, schema::BINSIZE)?
+        .map(|a| a.as_primitive::<arrow_array::types::Float64Type>().value(0))
+        .unwrap_or(0.02);
+    let all_files = || splits.iter().flatten();
+    let everywhere = |c: &str| {
+        all_files().count() > 0 && all_files().all(|f| f.metadata.schema().index_of(c).is_ok())
+    };
+    let behaviour = BehaviourColumns {
+        choice: everywhere(schema::CHOICE),
+        reward: everywhere(schema::REWARD),
+        block: everywhere(schema::BLOCK),
+        whisker: everywhere(schema::WHISKER),
+        wheel: everywhere(schema::WHEEL),
+    };
+    let session = Session {
+        n_units: regions.len(),
+        n_bins: shape[0] as usize,
+        binsize,
+        depths,
+        uuids: strings(schema::CLUSTER_UUIDS)?,
+        probe_name: string(schema::PROBE_NAME)?,
+        subject: string(schema::SUBJECT)?,
+        lab: string(schema::LAB)?,
+        regions,
+        eid,
+        folder: source.folder,
+        behaviour,
+        splits,
+    };
+    check_eids(&session).await?;
+    Ok(session)
+}
+
+/// Every file of a session must belong to the same `eid`.
+async fn check_eids(session: &Session) -> Result<()> {
+    let files: Vec<&SplitFile> = session
+        .splits
+        .iter()
+        .flatten()
+        .filter(|f| f.rows() > 0)
+        .collect();
+    futures::stream::iter(files)
+        .map(|file| async move {
+            let url = file.location.url();
+            let first_group = file.row_group_rows.iter().position(|&r| r > 0).unwrap_or(0);
+            let batches = read_rows(file, &[schema::EID], vec![first_group], Some(1)).await?;
+            let batch = batches.first().filter(|b| b.num_rows() > 0);
+            if let Some(batch) = batch {
+                let eids = schema::required(&url, batch, schema::EID)?;
+                let eid = eids.as_string::<i32>().value(0);
+                if eid != session.eid {
+                    return Err(DataError::Inconsistent {
+                        url,
+                        reason: format!(
+                            "eid `{eid}` differs from `{}` found in the session's first file",
+                            session.eid
+                        ),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// One row group decoded and validated: spikes as (flat position, count) pairs.
+#[derive(Debug, Default)]
+pub struct DecodedGroup {
+    /// Number of trials in the group.
+    pub n_rows: usize,
+    /// `nnz[r]..nnz[r + 1]` are row r's entries in `positions` / `counts`.
+    pub nnz: Vec<u32>,
+    /// `t * n_units + unit` of each non-zero entry.
+    pub positions: Vec<u32>,
+    /// Spike count of each entry.
+    pub counts: Vec<f32>,
+    /// Per-trial behaviour scalars (NaN where null), when the session has the column.
+    pub choice: Option<Vec<f32>>,
+    /// See `choice`.
+    pub reward: Option<Vec<f32>>,
+    /// See `choice`.
+    pub block: Option<Vec<f32>>,
+    /// Per-bin traces, `n_rows * n_bins`, when present.
+    pub whisker: Option<Vec<f32>>,
+    /// See `whisker`.
+    pub wheel: Option<Vec<f32>>,
+}
+
+impl DecodedGroup {
+    /// Approximate heap size, for the cache's byte budget.
+    pub fn heap_bytes(&self) -> usize {
+        let opt = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| v.len() * 4);
+        self.nnz.len() * 4
+            + self.positions.len() * 4
+            + self.counts.len() * 4
+            + opt(&self.choice)
+            + opt(&self.reward)
+            + opt(&self.block)
+            + opt(&self.whisker)
+            + opt(&self.wheel)
+    }
+
+    /// Total spikes of row `r`.
+    pub fn row_spikes(&self, r: usize) -> f64 {
+        self.counts[self.nnz[r] as usize..self.nnz[r + 1] as usize]
+            .iter()
+            .map(|&c| c as f64)
+            .sum()
+    }
+
+    /// Adds row `r`'s counts into a dense `(n_bins, n_units)` slice (zeroed by the caller).
+    pub fn scatter_row(&self, r: usize, dense: &mut [f32]) {
+        let range = self.nnz[r] as usize..self.nnz[r + 1] as usize;
+        for (&pos, &count) in self.positions[range.clone()]
+            .iter()
+            .zip(&self.counts[range])
+        {
+            dense[pos as usize] += count;
+        }
+    }
+}
+
+/// Reads and validates one row group of one split file.
+pub async fn read_group(
+    session: &Session,
+    split: Split,
+    file: usize,
+    group: usize,
+) -> Result<DecodedGroup> {
+    let file_info = &session.files(split)[file];
+    let url = file_info.location.url();
+    let mut columns = vec![
+        schema::SPIKES_DATA,
+        schema::SPIKES_INDICES,
+        schema::SPIKES_INDPTR,
+        schema::SPIKES_SHAPE,
+    ];
+    let b = session.behaviour;
+    for (present, name) in [
+        (b.choice, schema::CHOICE),
+        (b.reward, schema::REWARD),
+        (b.block, schema::BLOCK),
+        (b.whisker, schema::WHISKER),
+        (b.wheel, schema::WHEEL),
+    ] {
+        if present {
+            columns.push(name);
+        }
+    }
+    let batches = read_rows(file_info, &columns, vec![group], None).await?;
+    let first_row: usize = file_info.row_group_rows[..group].iter().sum();
+    let mut out = DecodedGroup {
+        nnz: vec![0],
+        ..Default::default()
+    };
+    let mut row_base = first_row;
+    for batch in &batches {
+        decode_batch(session, &url, batch, row_base, &mut out)?;
+        row_base += batch.num_rows();
+    }
+    Ok(out)
+}
+
+fn decode_batch(
+    session: &Session,
+    url: &str,
+    batch: &RecordBatch,
+    row_base: usize,
+    out: &mut DecodedGroup,
+) -> Result<()> {
+    let (n_bins, n_units) = (session.n_bins, session.n_units);
+    let cols: Vec<_> = [
+        schema::SPIKES_DATA,
+        schema::SPIKES_INDICES,
+        schema::SPIKES_INDPTR,
+        schema::SPIKES_SHAPE,
+    ]
+    .iter()
+    .map(|c| schema::required(url, batch, c))
+    .collect::<Result<_>>()?;
+    let data = I64Lists::new(url, schema::SPIKES_DATA, &cols[0])?;
+    let indices = I64Lists::new(url, schema::SPIKES_INDICES, &cols[1])?;
+    let indptr = I64Lists::new(url, schema::SPIKES_INDPTR, &cols[2])?;
+    let shape = I64Lists::new(url, schema::SPIKES_SHAPE, &cols[3])?;
+    for r in 0..batch.num_rows() {
+        let row = row_base + r;
+        let err = |field: &str, reason: String| DataError::InvalidRow {
+            url: url.to_string(),
+            row,
+            field: field.to_string(),
+            reason,
+        };
+        let (data, indices, indptr, shape) = (
+            non_null(&data, r, || err(schema::SPIKES_DATA, "is null".into()))?,
+            non_null(&indices, r, || {
+                err(schema::SPIKES_INDICES, "is null".into())
+            })?,
+            non_null(&indptr, r, || err(schema::SPIKES_INDPTR, "is null".into()))?,
+            non_null(&shape, r, || err(schema::SPIKES_SHAPE, "is null".into()))?,
+        );
+        if shape != [n_bins as i64, n_units as i64] {
+            return Err(err(
+                schema::SPIKES_SHAPE,
+                format!(
+                    "is {shape:?}, but the session has [{n_bins}, {n_units}] (n_bins from its first row, n_units from `cluster_regions`)"
+                ),
+            ));
+        }
+        if indptr.len() != n_bins + 1 {
+            return Err(err(
+                schema::SPIKES_INDPTR,
+                format!(
+                    "has length {}, expected n_bins + 1 = {}",
+                    indptr.len(),
+                    n_bins + 1
+                ),
+            ));
+        }
+        if indices.len() != data.len() {
+            return Err(err(
+                schema::SPIKES_INDICES,
+                format!(
+                    "has {} entries but `spikes_sparse_data` has {}",
+                    indices.len(),
+                    data.len()
+                ),
+            ));
+        }
+        if indptr[0] != 0 || indptr[n_bins] != data.len() as i64 {
+            return Err(err(
+                schema::SPIKES_INDPTR,
+                format!(
+                    "must start at 0 and end at the number of values {}, found {} .. {}",
+                    data.len(),
+                    indptr[0],
+                    indptr[n_bins]
+                ),
+            ));
+        }
+        out.positions.reserve(data.len());
+        out.counts.reserve(data.len());
+        for t in 0..n_bins {
+            let (lo, hi) = (indptr[t], indptr[t + 1]);
+            if hi < lo {
+                return Err(err(
+                    schema::SPIKES_INDPTR,
+                    format!("decreases from {lo} to {hi} at bin {t}"),
+                ));
+            }
+            let base = (t * n_units) as u32;
+            for k in lo as usize..hi as usize {
+                let unit = indices[k];
+                if unit < 0 || unit as usize >= n_units {
+                    return Err(err(
+                        schema::SPIKES_INDICES,
+                        format!("unit index {unit} at bin {t} is outside 0..{n_units}"),
+                    ));
+                }
+                let count = data[k];
+                if count < 0 {
+                    return Err(err(
+                        schema::SPIKES_DATA,
+                        format!("negative spike count {count} at bin {t}, unit {unit}"),
+                    ));
+                }
+                out.positions.push(base + unit as u32);
+                out.counts.push(count as f32);
+            }
+        }
+        out.nnz.push(out.positions.len() as u32);
+    }
+    let b = session.behaviour;
+    for (present, name, slot) in [
+        (b.choice, schema::CHOICE, &mut out.choice),
+        (b.reward, schema::REWARD, &mut out.reward),
+        (b.block, schema::BLOCK, &mut out.block),
+    ] {
+        if present {
+            let values = scalars(url, batch, name, row_base)?;
+            slot.get_or_insert_with(Vec::new).extend(values);
+        }
+    }
+    for (present, name, slot) in [
+        (b.whisker, schema::WHISKER, &mut out.whisker),
+        (b.wheel, schema::WHEEL, &mut out.wheel),
+    ] {
+        if present {
+            let array = schema::required(url, batch, name)?;
+            let lists = F64Lists::new(&array);
+            let dst = slot.get_or_insert_with(Vec::new);
+            for r in 0..batch.num_rows() {
+                match lists.row(r) {
+                    Some(v) if v.len() == n_bins => dst.extend(v.iter().map(|&x| x as f32)),
+                    Some(v) => {
+                        return Err(DataError::InvalidRow {
+                            url: url.to_string(),
+                            row: row_base + r,
+                            field: name.to_string(),
+                            reason: format!(
+                                "has {} values, expected one per bin ({n_bins})",
+                                v.len()
+                            ),
+                        });
+                    }
+                    None => dst.extend(std::iter::repeat_n(f32::NAN, n_bins)),
+                }
+            }
+        }
+    }
+    out.n_rows += batch.num_rows();
+    Ok(())
+}
+
+fn non_null<'a>(
+    lists: &I64Lists<'a>,
+    row: usize,
+    err: impl FnOnce() -> DataError,
+) -> Result<&'a [i64]> {
+    lists.row(row).ok_or_else(err)
+}
+
+/// A per-trial scalar that the layout stores as a list of one double (or a plain double).
+fn scalars(url: &str, batch: &RecordBatch, name: &str, row_base: usize) -> Result<Vec<f32>> {
+    let array = schema::required(url, batch, name)?;
+    if let Some(values) = array.as_primitive_opt::<arrow_array::types::Float64Type>() {
+        return Ok((0..values.len())
+            .map(|i| {
+                if values.is_null(i) {
+                    f32::NAN
+                } else {
+                    values.value(i) as f32
+                }
+            })
+            .collect());
+    }
+    let lists = F64Lists::new(&array);
+    (0..batch.num_rows())
+        .map(|r| match lists.row(r) {
+            None => Ok(f32::NAN),
+            Some(v) if v.len() == 1 => Ok(v[0] as f32),
+            Some(v) => Err(DataError::InvalidRow {
+                url: url.to_string(),
+                row: row_base + r,
+                field: name.to_string(),
+                reason: format!("expected a list of one value, found {}", v.len()),
+            }),
+        })
+        .collect()
+}

@@ -1,0 +1,448 @@
+//! Synthetic IBL-like sessions: the embedded default dataset.
+//!
+//! Each session is a probe through 3-8 real Allen regions with hundreds of units. Spikes
+//! are Poisson counts from log-rates driven by latent dynamics that the masking schemes
+//! can learn:
+//! - task latents shared by every region: a stimulus response 0.5 s into the window (signed
+//!   by stimulus side, scaled by contrast), a choice-dependent drift that ramps up before
+//!   movement, a movement bump, and a block-prior offset;
+//! - two smooth region-private latents per region (AR(1), τ = 150 ms), so that units of a
+//!   region predict each other beyond what other regions explain.
+//!
+//! Behaviour comes from the same latents: choice from contrast and block prior, reward from
+//! choice and side, whisker motion energy and wheel speed from the movement latent.
+//! Everything is a pure function of (seed, session index).
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+use crate::sampler::stream;
+use crate::session::Split;
+use crate::store::Location;
+use crate::writer::{SessionInfo, TrialRecord, WriteOptions, write_session};
+
+/// Real Allen CCF acronyms found in IBL repeated-site and Brain Wide Map recordings.
+pub const REGION_POOL: [&str; 24] = [
+    "CA1", "DG-mo", "DG-sg", "CA3", "LP", "PO", "VISa5", "VISa6a", "VISam5", "LGd-sh", "LGd-co",
+    "VPM", "VPLpc", "MOs5", "MOp5", "ACAd5", "SCm", "APN", "MRN", "ZI", "CP", "SSp-bfd4", "RSPv5",
+    "root",
+];
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthConfig {
+    /// Number of sessions.
+    pub sessions: usize,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Fewest and most units per session.
+    pub units: (usize, usize),
+    /// Fewest and most trials per session (before the 70/10/20 split).
+    pub trials: (usize, usize),
+    /// Fewest and most regions per session.
+    pub regions: (usize, usize),
+    /// Bins per trial.
+    pub n_bins: usize,
+    /// Bin width (s).
+    pub binsize: f64,
+    /// Whether to write the optional `wheel-speed` column.
+    pub wheel: bool,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        Self {
+            sessions: 4,
+            seed: 0,
+            units: (300, 1000),
+            trials: (150, 1000),
+            regions: (3, 8),
+            n_bins: 100,
+            binsize: 0.02,
+            wheel: true,
+        }
+    }
+}
+
+impl SynthConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DataError::Config(m));
+        if self.sessions == 0 {
+            return bad("--sessions must be at least 1".into());
+        }
+        for (name, (lo, hi)) in [
+            ("units", self.units),
+            ("trials", self.trials),
+            ("regions", self.regions),
+        ] {
+            if lo == 0 || lo > hi {
+                return bad(format!("{name}: need 1 <= min <= max, got {lo}..{hi}"));
+            }
+        }
+        if self.regions.1 > REGION_POOL.len() {
+            return bad(format!("at most {} regions", REGION_POOL.len()));
+        }
+        if self.units.0 < self.regions.1 {
+            return bad(format!(
+                "each region needs a unit: min units {} < max regions {}",
+                self.units.0, self.regions.1
+            ));
+        }
+        if self.trials.0 < 10 {
+            return bad("at least 10 trials per session, so that every split has some".into());
+        }
+        if self.n_bins < 10 || !(self.binsize > 0.0) {
+            return bad("need at least 10 bins of positive width".into());
+        }
+        Ok(())
+    }
+}
+
+/// A generated session: its constants and its trials per split.
+pub struct SyntheticSession {
+    /// Session constants.
+    pub info: SessionInfo,
+    /// Trials per split (`[train, val, test]`).
+    pub trials: [Vec<TrialRecord>; 3],
+}
+
+fn uuid_like(rng: &mut ChaCha8Rng) -> String {
+    let v: u128 = rng.random();
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// Inverse-transform Poisson sampling. Written by hand because the rate changes at every
+/// (trial, bin, unit): rand_distr's `Poisson` would be rebuilt per draw, and at these rates
+/// (mostly < 1 spike per bin) inversion needs one or two iterations.
+fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u32 {
+    let u: f64 = rng.random();
+    let mut p = (-lambda).exp();
+    let mut cdf = p;
+    let mut k = 0u32;
+    while u > cdf && k < 200 {
+        k += 1;
+        p *= lambda / k as f64;
+        cdf += p;
+    }
+    k
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// IBL-like block priors: 90 unbiased trials, then alternating 0.8/0.2 blocks of 20-100.
+fn block_sequence(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    let mut blocks = vec![0.5; n.min(90)];
+    let mut p = if rng.random::<bool>() { 0.8 } else { 0.2 };
+    while blocks.len() < n {
+        let len = (20.0 - 60.0 * (1.0 - rng.random::<f64>()).ln()).min(100.0) as usize;
+        blocks.extend(std::iter::repeat_n(p, len.min(n - blocks.len())));
+        p = 1.0 - p;
+    }
+    blocks
+}
+
+const N_SHARED: usize = 4;
+const N_PRIVATE: usize = 2;
+
+/// Generates session `index` of the dataset `config` describes.
+pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession {
+    let rng = &mut stream(config.seed, &[index as u64]);
+    let (t_bins, dt) = (config.n_bins, config.binsize);
+    let n_units = rng.random_range(config.units.0..=config.units.1);
+    let n_trials = rng.random_range(config.trials.0..=config.trials.1);
+    let n_regions = rng.random_range(config.regions.0..=config.regions.1.min(n_units));
+
+    let mut pool = REGION_POOL.to_vec();
+    pool.shuffle(rng);
+    let names: Vec<String> = pool[..n_regions].iter().map(|s| s.to_string()).collect();
+    // Units per region: random shares, at least one unit each, in probe (depth) order.
+    let shares: Vec<f64> = (0..n_regions).map(|_| 0.5 + rng.random::<f64>()).collect();
+    let total: f64 = shares.iter().sum();
+    let mut region_of = Vec::with_capacity(n_units);
+    for (r, share) in shares.iter().enumerate() {
+        let take = if r + 1 == n_regions {
+            n_units - region_of.len()
+        } else {
+            ((share / total * n_units as f64) as usize)
+                .max(1)
+                .min(n_units - region_of.len() - (n_regions - r - 1))
+        };
+        region_of.extend(std::iter::repeat_n(r, take));
+    }
+
+    // Unit parameters.
+    let base_rate = LogNormal::new(4.0f64.ln(), 0.8).expect("valid");
+    let loading = Normal::new(0.0, 1.0).expect("valid");
+    let profile: Vec<[f64; N_SHARED]> = (0..n_regions)
+        .map(|_| std::array::from_fn(|_| rng.random_range(0.3..1.5)))
+        .collect();
+    let log_base: Vec<f64> = (0..n_units)
+        .map(|_| (base_rate.sample(rng).clamp(0.3, 60.0) * dt).ln())
+        .collect();
+    let w_shared: Vec<[f64; N_SHARED]> = region_of
+        .iter()
+        .map(|&r| std::array::from_fn(|k| 0.35 * loading.sample(rng) * profile[r][k]))
+        .collect();
+    let w_private: Vec<[f64; N_PRIVATE]> = (0..n_units)
+        .map(|_| std::array::from_fn(|_| 0.5 * loading.sample(rng)))
+        .collect();
+
+    // Session constants.
+    let eid = uuid_like(rng);
+    let mut depths = Vec::with_capacity(n_units);
+    let mut depth = 200.0;
+    for _ in 0..n_units {
+        depth += rng.random_range(0.0..(3600.0 / n_units as f64) * 2.0);
+        depths.push(depth.round());
+    }
+    let info = SessionInfo {
+        eid: eid.clone(),
+        probe_name: "probe00".into(),
+        subject: format!("SYN-{index:03}"),
+        lab: format!("synthetic-lab-{}", index % 5),
+        sampling_freq: 30_000.0,
+        binsize: dt,
+        interval_len: (t_bins as f64 * dt).round() as i64,
+        regions: region_of.iter().map(|&r| names[r].clone()).collect(),
+        channels: depths.iter().map(|d| (d / 10.0) as i64).collect(),
+        good: (0..n_units)
+            .map(|_| i64::from(rng.random_bool(0.7)))
+            .collect(),
+        uuids: (0..n_units).map(|_| uuid_like(rng)).collect(),
+        depths,
+    };
+
+    // Trials.
+    let blocks = block_sequence(rng, n_trials);
+    let contrasts = [1.0, 0.25, 0.125, 0.0625, 0.0];
+    let phi = (-dt / 0.15f64).exp();
+    let innovation = (1.0 - phi * phi).sqrt();
+    let stim_time = 0.5; // stimulus onset, seconds into the window
+    let mut records = Vec::with_capacity(n_trials);
+    let mut shared = vec![[0.0f64; N_SHARED]; t_bins];
+    let mut private = vec![[0.0f64; N_PRIVATE]; t_bins * n_regions];
+    let mut dense = vec![0u32; t_bins * n_units];
+    for &block in &blocks {
+        let side = if rng.random::<f64>() < block {
+            -1.0
+        } else {
+            1.0
+        }; // -1 = left
+        let contrast = contrasts[rng.random_range(0..contrasts.len())];
+        let signed = side * contrast;
+        let p_right = sigmoid(6.0 * signed - 2.5 * (block - 0.5));
+        let choice = if rng.random::<f64>() < p_right {
+            1.0
+        } else {
+            -1.0
+        };
+        let reward = f64::from(choice == side);
+        let rt = (0.08
+            + LogNormal::new(0.22f64.ln(), 0.5)
+                .expect("valid")
+                .sample(rng))
+        .min(1.2);
+        let block_offset = 2.0 * (block - 0.5);
+        let mut slow = 0.0;
+        for (t, z) in shared.iter_mut().enumerate() {
+            let time = (t as f64 + 0.5) * dt - stim_time; // relative to stimulus onset
+            let x = (time - 0.04) / 0.08;
+            let stim = if x > 0.0 { x * (1.0 - x).exp() } else { 0.0 };
+            let ramp =
+                sigmoid((time - (rt - 0.12)) / 0.05) * (-(time - rt - 0.4).max(0.0) / 0.5).exp();
+            let movement = (-0.5 * ((time - rt - 0.1) / 0.12).powi(2)).exp();
+            slow = phi * slow + innovation * rng.random_range(-1.0..1.0);
+            *z = [
+                side * contrast.sqrt() * 2.0 * stim,
+                choice * 1.5 * ramp,
+                1.5 * movement - 0.3,
+                block_offset + 0.3 * slow,
+            ];
+        }
+        for r in 0..n_regions {
+            let mut state = [0.0f64; N_PRIVATE];
+            for t in 0..t_bins {
+                for s in &mut state {
+                    *s = phi * *s + innovation * 1.7 * rng.random_range(-1.0..1.0);
+                }
+                private[t * n_regions + r] = state;
+            }
+        }
+        for t in 0..t_bins {
+            let z = &shared[t];
+            for n in 0..n_units {
+                let p = &private[t * n_regions + region_of[n]];
+                let ws = &w_shared[n];
+                let wp = &w_private[n];
+                let log_rate = log_base[n]
+                    + ws[0] * z[0]
+                    + ws[1] * z[1]
+                    + ws[2] * z[2]
+                    + ws[3] * z[3]
+                    + wp[0] * p[0]
+                    + wp[1] * p[1];
+                dense[t * n_units + n] = poisson(rng, log_rate.exp().min(8.0));
+            }
+        }
+        let (indptr, indices, counts) = TrialRecord::csr_from_dense(&dense, t_bins, n_units);
+        let whisker = shared
+            .iter()
+            .map(|z| (0.4 + 0.8 * z[2] + 0.1 * rng.random::<f64>()).max(0.0))
+            .collect();
+        let wheel = config.wheel.then(|| {
+            shared
+                .iter()
+                .map(|z| choice * 4.0 * (z[2] + 0.3).max(0.0) + 0.05 * rng.random_range(-1.0..1.0))
+                .collect()
+        });
+        records.push(TrialRecord {
+            n_bins: t_bins,
+            indptr,
+            indices,
+            counts,
+            choice,
+            reward,
+            block,
+            whisker,
+            wheel,
+        });
+    }
+
+    // 70/10/20 split with a seeded shuffle; trials keep their order within a split.
+    let mut order: Vec<usize> = (0..n_trials).collect();
+    order.shuffle(rng);
+    let n_train = n_trials * 7 / 10;
+    let n_val = n_trials / 10;
+    let mut assignment = vec![Split::Test; n_trials];
+    for (i, &trial) in order.iter().enumerate() {
+        if i < n_train {
+            assignment[trial] = Split::Train;
+        } else if i < n_train + n_val {
+            assignment[trial] = Split::Val;
+        }
+    }
+    let mut trials: [Vec<TrialRecord>; 3] = Default::default();
+    for (record, split) in records.into_iter().zip(assignment) {
+        trials[split as usize].push(record);
+    }
+    SyntheticSession { info, trials }
+}
+
+/// Generates and writes every session of `config` under `url`; `progress(i)` is called after
+/// session `i` is written. Returns the eids in generation order.
+pub fn write_dataset(
+    url: &str,
+    config: &SynthConfig,
+    options: WriteOptions,
+    mut progress: impl FnMut(usize, &SyntheticSession),
+) -> Result<Vec<String>> {
+    config.validate()?;
+    let root = Location::parse(url)?;
+    let runtime = crate::dataset::build_runtime(1)?;
+    let mut eids = Vec::with_capacity(config.sessions);
+    for index in 0..config.sessions {
+        let session = generate_session(config, index);
+        runtime.block_on(write_session(
+            &root,
+            &session.info,
+            &session.trials,
+            options,
+        ))?;
+        eids.push(session.info.eid.clone());
+        progress(index, &session);
+    }
+    Ok(eids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> SynthConfig {
+        SynthConfig {
+            sessions: 2,
+            seed: 5,
+            units: (40, 60),
+            trials: (30, 40),
+            regions: (3, 5),
+            ..SynthConfig::default()
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic_for_a_seed() {
+        let a = generate_session(&small(), 1);
+        let b = generate_session(&small(), 1);
+        assert_eq!(a.info, b.info);
+        assert_eq!(a.trials, b.trials);
+        let other = generate_session(&SynthConfig { seed: 6, ..small() }, 1);
+        assert_ne!(a.info.eid, other.info.eid);
+    }
+
+    #[test]
+    fn sessions_have_the_documented_structure() {
+        let s = generate_session(&small(), 0);
+        let n = s.info.regions.len();
+        assert!((40..=60).contains(&n));
+        let mut distinct = s.info.regions.clone();
+        distinct.dedup();
+        assert!((3..=5).contains(&distinct.len()), "{distinct:?}");
+        assert!(distinct.iter().all(|r| REGION_POOL.contains(&r.as_str())));
+        let total: usize = s.trials.iter().map(Vec::len).sum();
+        assert!((30..=40).contains(&total));
+        assert_eq!(s.trials[0].len(), total * 7 / 10);
+        assert_eq!(s.trials[1].len(), total / 10);
+        for t in s.trials.iter().flatten() {
+            assert_eq!(t.indptr.len(), 101);
+            assert_eq!(*t.indptr.last().unwrap() as usize, t.counts.len());
+            assert!(t.indices.iter().all(|&u| (0..n as i64).contains(&u)));
+            assert!(t.counts.iter().all(|&c| c > 0));
+            assert!(t.choice == 1.0 || t.choice == -1.0);
+            assert_eq!(t.whisker.len(), 100);
+        }
+    }
+
+    #[test]
+    fn rates_are_in_the_range_of_ibl_recordings() {
+        let s = generate_session(&small(), 0);
+        let n = s.info.regions.len() as f64;
+        let trials: Vec<&TrialRecord> = s.trials.iter().flatten().collect();
+        let spikes: i64 = trials.iter().map(|t| t.counts.iter().sum::<i64>()).sum();
+        let rate = spikes as f64 / (trials.len() as f64 * n * 2.0);
+        assert!((1.0..30.0).contains(&rate), "mean rate {rate} Hz");
+    }
+
+    #[test]
+    fn choice_follows_the_stimulus() {
+        let s = generate_session(
+            &SynthConfig {
+                trials: (400, 400),
+                ..small()
+            },
+            0,
+        );
+        let trials: Vec<&TrialRecord> = s.trials.iter().flatten().collect();
+        let correct = trials.iter().filter(|t| t.reward == 1.0).count() as f64;
+        assert!(
+            correct / trials.len() as f64 > 0.6,
+            "accuracy {}",
+            correct / trials.len() as f64
+        );
+    }
+}

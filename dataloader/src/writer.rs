@@ -1,0 +1,240 @@
+//! Writes sessions in the published layout: `{eid}_aligned/data/{split}-00000-of-00001.parquet`,
+//! readable by pyarrow and by Hugging Face `datasets.load_dataset("parquet", ...)`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, Int64Builder, ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{DataError, Result};
+use crate::schema;
+use crate::session::Split;
+use crate::store::Location;
+
+/// Session constants, repeated on every row as the layout prescribes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    /// Session id.
+    pub eid: String,
+    /// Probe name(s).
+    pub probe_name: String,
+    /// Subject (mouse).
+    pub subject: String,
+    /// Lab.
+    pub lab: String,
+    /// Recording sampling frequency (Hz).
+    pub sampling_freq: f64,
+    /// Bin width (s).
+    pub binsize: f64,
+    /// Trial window length (s).
+    pub interval_len: i64,
+    /// Region acronym per unit.
+    pub regions: Vec<String>,
+    /// Peak channel per unit.
+    pub channels: Vec<i64>,
+    /// Depth per unit (µm).
+    pub depths: Vec<f64>,
+    /// 1 where the unit passed QC.
+    pub good: Vec<i64>,
+    /// Unit ids.
+    pub uuids: Vec<String>,
+}
+
+/// One trial: CSR spike counts over (bins, units) plus behaviour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrialRecord {
+    /// Time bins.
+    pub n_bins: usize,
+    /// CSR row pointer, `n_bins + 1` entries.
+    pub indptr: Vec<i64>,
+    /// Unit index of each entry.
+    pub indices: Vec<i64>,
+    /// Spike count of each entry.
+    pub counts: Vec<i64>,
+    /// -1 / +1.
+    pub choice: f64,
+    /// 0 / 1.
+    pub reward: f64,
+    /// probabilityLeft.
+    pub block: f64,
+    /// Whisker motion energy per bin.
+    pub whisker: Vec<f64>,
+    /// Wheel speed per bin, when recorded.
+    pub wheel: Option<Vec<f64>>,
+}
+
+impl TrialRecord {
+    /// Builds the CSR form of a dense `(n_bins, n_units)` count matrix.
+    pub fn csr_from_dense(
+        dense: &[u32],
+        n_bins: usize,
+        n_units: usize,
+    ) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+        let mut indptr = Vec::with_capacity(n_bins + 1);
+        let (mut indices, mut counts) = (Vec::new(), Vec::new());
+        indptr.push(0);
+        for t in 0..n_bins {
+            for (u, &c) in dense[t * n_units..(t + 1) * n_units].iter().enumerate() {
+                if c > 0 {
+                    indices.push(u as i64);
+                    counts.push(c as i64);
+                }
+            }
+            indptr.push(indices.len() as i64);
+        }
+        (indptr, indices, counts)
+    }
+}
+
+/// Writer settings.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    /// Trials per row group: the unit of reading and caching.
+    pub rows_per_group: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self { rows_per_group: 64 }
+    }
+}
+
+/// Writes one split of a session under `root` and returns the file's location.
+pub async fn write_split(
+    root: &Location,
+    info: &SessionInfo,
+    split: Split,
+    trials: &[TrialRecord],
+    options: WriteOptions,
+) -> Result<Location> {
+    let file = root.join(&format!(
+        "{}_aligned/data/{}-00000-of-00001.parquet",
+        info.eid,
+        split.name()
+    ));
+    let url = file.url();
+    let write_err = |reason: String| DataError::Write {
+        url: url.clone(),
+        reason,
+    };
+    let with_wheel = trials.iter().any(|t| t.wheel.is_some());
+    let schema = schema::write_schema(with_wheel);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(options.rows_per_group.max(1)))
+        .build();
+    let sink = BufWriter::new(Arc::clone(&file.store), file.path.clone());
+    let mut writer = AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(props))
+        .map_err(|e| write_err(e.to_string()))?;
+    for chunk in trials.chunks(options.rows_per_group.max(1)) {
+        let batch = record_batch(&schema, info, chunk, with_wheel).map_err(&write_err)?;
+        writer
+            .write(&batch)
+            .await
+            .map_err(|e| write_err(e.to_string()))?;
+    }
+    writer.close().await.map_err(|e| write_err(e.to_string()))?;
+    Ok(file)
+}
+
+fn record_batch(
+    schema: &arrow_schema::SchemaRef,
+    info: &SessionInfo,
+    trials: &[TrialRecord],
+    with_wheel: bool,
+) -> std::result::Result<RecordBatch, String> {
+    let n = trials.len();
+    let i64_lists = |f: &dyn Fn(&TrialRecord) -> Vec<i64>| -> ArrayRef {
+        let mut b = ListBuilder::new(Int64Builder::new());
+        for t in trials {
+            b.values().append_slice(&f(t));
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    };
+    let f64_lists = |f: &dyn Fn(&TrialRecord) -> Option<Vec<f64>>| -> ArrayRef {
+        let mut b = ListBuilder::new(Float64Builder::new());
+        for t in trials {
+            match f(t) {
+                Some(v) => {
+                    b.values().append_slice(&v);
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        Arc::new(b.finish())
+    };
+    let repeat_strings = |v: &[String]| -> ArrayRef {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for _ in 0..n {
+            for s in v {
+                b.values().append_value(s);
+            }
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    };
+    let repeat_i64 = |v: &[i64]| -> ArrayRef {
+        let mut b = ListBuilder::new(Int64Builder::new());
+        for _ in 0..n {
+            b.values().append_slice(v);
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    };
+    let repeat_f64 = |v: &[f64]| -> ArrayRef {
+        let mut b = ListBuilder::new(Float64Builder::new());
+        for _ in 0..n {
+            b.values().append_slice(v);
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    };
+    let string = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s; n])) };
+    let mut columns: Vec<ArrayRef> = vec![
+        i64_lists(&|t| t.counts.clone()),
+        i64_lists(&|t| t.indices.clone()),
+        i64_lists(&|t| t.indptr.clone()),
+        i64_lists(&|t| vec![t.n_bins as i64, info.regions.len() as i64]),
+        f64_lists(&|t| Some(vec![t.choice])),
+        f64_lists(&|t| Some(vec![t.reward])),
+        f64_lists(&|t| Some(vec![t.block])),
+        f64_lists(&|t| Some(t.whisker.clone())),
+    ];
+    if with_wheel {
+        columns.push(f64_lists(&|t| t.wheel.clone()));
+    }
+    columns.extend([
+        Arc::new(Float64Array::from(vec![info.binsize; n])) as ArrayRef,
+        Arc::new(Int64Array::from(vec![info.interval_len; n])),
+        string(&info.eid),
+        string(&info.probe_name),
+        string(&info.subject),
+        string(&info.lab),
+        Arc::new(Float64Array::from(vec![info.sampling_freq; n])),
+        repeat_strings(&info.regions),
+        repeat_i64(&info.channels),
+        repeat_f64(&info.depths),
+        repeat_i64(&info.good),
+        repeat_strings(&info.uuids),
+    ]);
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+}
+
+/// Writes all three splits of a session; `trials[s]` are the trials of split `s`.
+pub async fn write_session(
+    root: &Location,
+    info: &SessionInfo,
+    trials: &[Vec<TrialRecord>; 3],
+    options: WriteOptions,
+) -> Result<()> {
+    for split in Split::ALL {
+        write_split(root, info, split, &trials[split as usize], options).await?;
+    }
+    Ok(())
+}
