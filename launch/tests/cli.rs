@@ -1,0 +1,217 @@
+//! The `mtm` binary as a user runs it: synthetic data, inspection, errors and exit codes,
+//! local disk and a real S3-compatible server on 127.0.0.1.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use mtm_tests::S3Server;
+
+fn mtm(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    command.args(args).env("MTM_LOG", "warn");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("mtm runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const SMALL: [&str; 8] = [
+    "--sessions",
+    "2",
+    "--units",
+    "30..60",
+    "--trials",
+    "40..60",
+    "--seed",
+    "9",
+];
+
+fn synth(out: &str, env: &[(&str, String)]) {
+    let mut args = vec!["synth", "--out", out];
+    args.extend(SMALL);
+    let o = mtm(&args, env);
+    assert!(o.status.success(), "synth failed: {}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("wrote 2 sessions"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+/// The inspect table without its first line (which names the dataset's location).
+fn table(output: &Output) -> String {
+    text(&output.stdout)
+        .lines()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn synth_then_inspect_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    synth(root, &[]);
+    let o = mtm(&["data", "inspect", root], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("2 sessions"), "{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains('-') && l.contains(':'))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+
+    let o = mtm(&["data", "inspect", root, "--json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for s in report["sessions"].as_array().unwrap() {
+        let rate = s["mean_rate_hz"].as_f64().unwrap();
+        assert!((1.0..40.0).contains(&rate), "{rate}");
+        assert!(s["problems"].as_array().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn synth_is_deterministic_for_a_seed() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    synth(a.path().to_str().unwrap(), &[]);
+    synth(b.path().to_str().unwrap(), &[]);
+    let ta = table(&mtm(&["data", "inspect", a.path().to_str().unwrap()], &[]));
+    let tb = table(&mtm(&["data", "inspect", b.path().to_str().unwrap()], &[]));
+    assert_eq!(ta, tb);
+}
+
+#[test]
+fn inspect_reports_a_broken_file_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    synth(root, &[]);
+    let victim = walk(dir.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("val-00000-of-00001.parquet"))
+        .unwrap();
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() - 100]).unwrap();
+    let o = mtm(&["data", "inspect", root], &[]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("1 problem(s)"), "{err}");
+    assert!(
+        err.contains(&*victim.to_string_lossy()) && err.contains("not a readable Parquet file"),
+        "{err}"
+    );
+    // The healthy session is still listed.
+    assert!(
+        text(&o.stdout).contains("2 sessions"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_empty_root_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = mtm(&["data", "inspect", dir.path().to_str().unwrap()], &[]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("no sessions found") && err.contains(dir.path().to_str().unwrap()),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let o = mtm(&["synth", "--out", "/tmp/x", "--units", "900..300"], &[]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("units"), "{}", text(&o.stderr));
+    let o = mtm(&["data", "inspect", "ftp://host/data"], &[]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("unsupported scheme"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn s3_round_trip_against_a_real_server() {
+    let server = S3Server::start("ibl");
+    let env = server.env();
+    synth("s3://ibl/aligned", &env);
+    let remote = mtm(&["data", "inspect", "s3://ibl/aligned"], &env);
+    assert!(remote.status.success(), "{}", text(&remote.stderr));
+
+    // The same seed written locally gives the same table.
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path().to_str().unwrap(), &[]);
+    let local = mtm(&["data", "inspect", dir.path().to_str().unwrap()], &[]);
+    assert_eq!(table(&remote), table(&local));
+
+    // Batches through the prefetching loader, over S3.
+    let o = mtm(
+        &[
+            "bench",
+            "data",
+            "s3://ibl/aligned",
+            "--passes",
+            "1",
+            "--batch-size",
+            "4",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("cold"), "{}", text(&o.stdout));
+
+    // A bucket that does not exist is a storage error naming the URL.
+    let o = mtm(&["data", "inspect", "s3://no-such-bucket/x"], &env);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("s3://no-such-bucket/x") && err.contains("storage error"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_store_fails_fast_with_the_url() {
+    let port = mtm_tests::free_port();
+    let env = vec![
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let start = Instant::now();
+    let o = mtm(&["data", "inspect", "s3://bucket/data"], &env);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("s3://bucket/data") && err.contains("storage error"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}

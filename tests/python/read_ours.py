@@ -1,0 +1,87 @@
+"""Reads a dataset written by mtm with pyarrow and Hugging Face `datasets` alone.
+
+Checks the schema of spec §1.1 column by column, decodes the CSR spikes with numpy, and
+prints per-session, per-split summaries as JSON for the Rust test to compare with its own.
+"""
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+EXPECTED = {
+    "spikes_sparse_data": pa.list_(pa.int64()),
+    "spikes_sparse_indices": pa.list_(pa.int64()),
+    "spikes_sparse_indptr": pa.list_(pa.int64()),
+    "spikes_sparse_shape": pa.list_(pa.int64()),
+    "choice": pa.list_(pa.float64()),
+    "reward": pa.list_(pa.float64()),
+    "block": pa.list_(pa.float64()),
+    "whisker-motion-energy": pa.list_(pa.float64()),
+    "wheel-speed": pa.list_(pa.float64()),
+    "binsize": pa.float64(),
+    "interval_len": pa.int64(),
+    "eid": pa.string(),
+    "probe_name": pa.string(),
+    "subject": pa.string(),
+    "lab": pa.string(),
+    "sampling_freq": pa.float64(),
+    "cluster_regions": pa.list_(pa.string()),
+    "cluster_channels": pa.list_(pa.int64()),
+    "cluster_depths": pa.list_(pa.float64()),
+    "good_clusters": pa.list_(pa.int64()),
+    "cluster_uuids": pa.list_(pa.string()),
+}
+
+
+def main(root):
+    out = {}
+    for folder in sorted(glob.glob(os.path.join(root, "*_aligned"))):
+        session = {}
+        for split in ("train", "val", "test"):
+            files = sorted(glob.glob(os.path.join(folder, "data", f"{split}-*.parquet")))
+            assert files, f"no {split} files in {folder}"
+            table = pa.concat_tables(pq.read_table(f) for f in files)
+            for name, typ in EXPECTED.items():
+                field = table.schema.field(name)
+                assert field.type == typ, f"{name}: {field.type} != {typ}"
+            rows = table.to_pylist()
+            n_units = len(rows[0]["cluster_regions"])
+            sums, unit_sums = [], np.zeros(n_units, dtype=np.int64)
+            for row in rows:
+                n_bins, n = row["spikes_sparse_shape"]
+                assert n == n_units and n_bins == 100
+                dense = np.zeros((n_bins, n), dtype=np.int64)
+                indptr = np.asarray(row["spikes_sparse_indptr"])
+                indices = np.asarray(row["spikes_sparse_indices"])
+                data = np.asarray(row["spikes_sparse_data"])
+                for t in range(n_bins):
+                    np.add.at(dense[t], indices[indptr[t]:indptr[t + 1]], data[indptr[t]:indptr[t + 1]])
+                sums.append(int(dense.sum()))
+                unit_sums += dense.sum(axis=0)
+                assert len(row["whisker-motion-energy"]) == n_bins
+                assert len(row["choice"]) == 1 and row["choice"][0] in (-1.0, 1.0)
+            session[split] = {
+                "rows": len(rows),
+                "trial_sums": sums,
+                "unit_sums": unit_sums.tolist(),
+                "choice": [r["choice"][0] for r in rows],
+            }
+            # Hugging Face datasets, as a user of the published data would load it.
+            import datasets
+
+            loaded = datasets.load_dataset(
+                "parquet", data_files={split: files}, cache_dir=os.path.join(root, ".hf-cache")
+            )[split]
+            assert loaded.num_rows == len(rows), (loaded.num_rows, len(rows))
+            assert loaded[0]["eid"] == rows[0]["eid"]
+            assert loaded[0]["spikes_sparse_indptr"] == rows[0]["spikes_sparse_indptr"]
+        out[rows[0]["eid"]] = session
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
