@@ -1,1 +1,232 @@
-//! placeholder
+//! The cluster layer of mtm: the only crate that knows about launchers and, once
+//! data-parallel training lands, MPI and NCCL.
+//!
+//! Today it answers one question for the rest of the workspace: which rank of how many is
+//! this process, on which node, read from the launcher's environment.
+
+use serde::Serialize;
+
+/// Where this process sits in the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// Global rank, `0..world_size`.
+    pub rank: usize,
+    /// Number of processes in the run.
+    pub world_size: usize,
+    /// Rank among the processes of this node.
+    pub local_rank: usize,
+    /// Processes on this node.
+    pub local_size: usize,
+    /// Index of this node.
+    pub node: usize,
+    /// Which launcher the values came from.
+    pub source: Launcher,
+}
+
+/// The launcher whose environment described the topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Launcher {
+    /// Open MPI's `mpirun` (`OMPI_COMM_WORLD_*`).
+    OpenMpi,
+    /// A PMI launcher (`PMI_RANK`, `PMI_SIZE`).
+    Pmi,
+    /// Slurm's `srun` (`SLURM_PROCID`, `SLURM_NTASKS`, …).
+    Slurm,
+    /// No launcher: a single process.
+    Single,
+}
+
+/// A launcher environment that does not describe a valid run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopologyError {
+    /// A variable is set but not a number.
+    #[error("environment variable {name}={value:?} is not a non-negative integer")]
+    NotANumber {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The values contradict each other.
+    #[error("inconsistent {launcher:?} topology: {reason}")]
+    Inconsistent {
+        /// Where the values came from.
+        launcher: Launcher,
+        /// What contradicts what.
+        reason: String,
+    },
+}
+
+impl Topology {
+    /// A single process.
+    pub fn single() -> Self {
+        Self {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            local_size: 1,
+            node: 0,
+            source: Launcher::Single,
+        }
+    }
+
+    /// Reads the topology from this process's environment.
+    pub fn from_env() -> Result<Self, TopologyError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the topology from `var`, in order Open MPI, PMI, Slurm, else a single process.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, TopologyError> {
+        let num = |name: &'static str| -> Result<Option<usize>, TopologyError> {
+            var(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .map_err(|_| TopologyError::NotANumber { name, value })
+                })
+                .transpose()
+        };
+        let topology = if let (Some(rank), Some(size)) =
+            (num("OMPI_COMM_WORLD_RANK")?, num("OMPI_COMM_WORLD_SIZE")?)
+        {
+            let local_rank = num("OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0);
+            let local_size = num("OMPI_COMM_WORLD_LOCAL_SIZE")?.unwrap_or(1);
+            Self {
+                rank,
+                world_size: size,
+                local_rank,
+                local_size,
+                // Open MPI fills nodes in order by default (`--map-by slot`).
+                node: rank / local_size.max(1),
+                source: Launcher::OpenMpi,
+            }
+        } else if let (Some(rank), Some(size)) = (num("PMI_RANK")?, num("PMI_SIZE")?) {
+            let local_rank = num("MPI_LOCALRANKID")?.unwrap_or(0);
+            let local_size = num("MPI_LOCALNRANKS")?.unwrap_or(1);
+            Self {
+                rank,
+                world_size: size,
+                local_rank,
+                local_size,
+                node: rank / local_size.max(1),
+                source: Launcher::Pmi,
+            }
+        } else if let (Some(rank), Some(size)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
+            let nodes = num("SLURM_NNODES")?.unwrap_or(1).max(1);
+            Self {
+                rank,
+                world_size: size,
+                local_rank: num("SLURM_LOCALID")?.unwrap_or(0),
+                local_size: size.div_ceil(nodes),
+                node: num("SLURM_NODEID")?.unwrap_or(0),
+                source: Launcher::Slurm,
+            }
+        } else {
+            Self::single()
+        };
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    fn validate(&self) -> Result<(), TopologyError> {
+        let bad = |reason: String| {
+            Err(TopologyError::Inconsistent {
+                launcher: self.source,
+                reason,
+            })
+        };
+        if self.world_size == 0 {
+            return bad("world size is 0".into());
+        }
+        if self.rank >= self.world_size {
+            return bad(format!(
+                "rank {} is not below world size {}",
+                self.rank, self.world_size
+            ));
+        }
+        if self.local_size == 0 || self.local_rank >= self.local_size {
+            return bad(format!(
+                "local rank {} is not below local size {}",
+                self.local_rank, self.local_size
+            ));
+        }
+        if self.local_size > self.world_size {
+            return bad(format!(
+                "{} processes per node but only {} in all",
+                self.local_size, self.world_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Topology, TopologyError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Topology::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn no_launcher_is_a_single_process() {
+        assert_eq!(from(&[]).unwrap(), Topology::single());
+    }
+
+    #[test]
+    fn open_mpi_comes_first() {
+        let t = from(&[
+            ("OMPI_COMM_WORLD_RANK", "5"),
+            ("OMPI_COMM_WORLD_SIZE", "8"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (t.rank, t.world_size, t.local_rank, t.node, t.source),
+            (5, 8, 1, 1, Launcher::OpenMpi)
+        );
+    }
+
+    #[test]
+    fn slurm_is_read_when_alone() {
+        let t = from(&[
+            ("SLURM_PROCID", "3"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_NODEID", "1"),
+            ("SLURM_NNODES", "2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (t.rank, t.world_size, t.local_rank, t.local_size, t.node),
+            (3, 4, 1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn contradictions_are_explained() {
+        let err = from(&[("PMI_RANK", "4"), ("PMI_SIZE", "4")]).unwrap_err();
+        assert!(
+            err.to_string().contains("rank 4 is not below world size 4"),
+            "{err}"
+        );
+        let err = from(&[("SLURM_PROCID", "x"), ("SLURM_NTASKS", "4")]).unwrap_err();
+        assert_eq!(
+            err,
+            TopologyError::NotANumber {
+                name: "SLURM_PROCID",
+                value: "x".into()
+            }
+        );
+    }
+}

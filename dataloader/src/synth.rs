@@ -97,7 +97,7 @@ impl SynthConfig {
         if self.trials.0 < 10 {
             return bad("at least 10 trials per session, so that every split has some".into());
         }
-        if self.n_bins < 10 || !(self.binsize > 0.0) {
+        if self.n_bins < 10 || self.binsize.is_nan() || self.binsize <= 0.0 {
             return bad("need at least 10 bins of positive width".into());
         }
         Ok(())

@@ -122,13 +122,13 @@ fn loader_follows_the_sampler_and_resumes_exactly() {
         .collect();
     let mut seen = Vec::new();
     let mut saved = None;
-    for step in 0..steps + 3 {
+    for (step, want) in plan.iter().enumerate().take(steps + 3) {
         if step == steps - 2 {
             saved = Some(loader.state());
         }
         let batch = loader.next_batch().unwrap();
-        assert_eq!(batch.session, plan[step].session, "step {step}");
-        assert_eq!(batch.trials, plan[step].trials, "step {step}");
+        assert_eq!(batch.session, want.session, "step {step}");
+        assert_eq!(batch.trials, want.trials, "step {step}");
         seen.push(batch);
     }
     assert_eq!(

@@ -11,8 +11,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Multi-task-masked foundation models of neural population activity (IBL Neuropixels).
+///
+/// Datasets are folders (or s3://, gs://, az:// prefixes) of sessions in the layout the MtM
+/// authors published: `{eid}_aligned/data/{train,val,test}-*.parquet`. Start with
+/// `mtm synth --out data/synthetic` and `mtm data inspect data/synthetic`.
+///
+/// Logging: set MTM_LOG (e.g. `MTM_LOG=debug`). Object-store credentials and endpoints come
+/// from the standard AWS_*, GOOGLE_* and AZURE_* environment variables.
 #[derive(Parser, Debug)]
-#[command(name = "mtm", version, about, long_about = None)]
+#[command(name = "mtm", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,12 +41,31 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Our own messages at info; storage clients' retries only when they give up.
+const DEFAULT_LOG: &str = "info,object_store=warn,hyper=warn,reqwest=warn";
+
+/// The error and its causes, leaving out causes whose text an outer message already shows
+/// (storage errors repeat their sources in their own messages).
+fn report(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MTM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -51,7 +77,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", report(&err));
             ExitCode::FAILURE
         }
     }
