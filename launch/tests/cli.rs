@@ -194,13 +194,7 @@ fn s3_round_trip_against_a_real_server() {
 #[test]
 fn an_unreachable_store_fails_fast_with_the_url() {
     let port = mtm_tests::free_port();
-    let env = vec![
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ];
+    let env = mtm_tests::s3_env(&format!("http://127.0.0.1:{port}"));
     let start = Instant::now();
     let o = mtm(&["data", "inspect", "s3://bucket/data"], &env);
     assert!(!o.status.success());
