@@ -5,6 +5,7 @@
 
 mod bench;
 mod data;
+mod ingest;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ enum Command {
     /// 70/10/20, with spikes driven by shared task latents and region-private latents.
     /// The same seed always gives the same dataset.
     Synth(data::SynthArgs),
+    /// Build datasets from raw recordings.
+    #[command(subcommand)]
+    Ingest(ingest::IngestCommand),
     /// Look at and validate datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Synth(args) => data::synth(args),
         Command::Data(command) => data::run(command),
+        Command::Ingest(command) => ingest::run(command),
         Command::Bench(command) => bench::run(command),
     };
     match result {

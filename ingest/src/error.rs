@@ -1,0 +1,52 @@
+//! Errors of the ingestion.
+
+use std::path::PathBuf;
+
+/// What can go wrong turning ALF files into a dataset. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A file the session needs is absent.
+    #[error("{path}: missing", path = path.display())]
+    MissingFile {
+        /// The file (or pattern) that was looked for.
+        path: PathBuf,
+    },
+    /// A file could not be read or has the wrong form.
+    #[error("{path}: {reason}", path = path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Arrays that must have equal lengths do not.
+    #[error("{path}: {what}", path = path.display())]
+    Mismatch {
+        /// The file whose content disagrees with another.
+        path: PathBuf,
+        /// What disagrees.
+        what: String,
+    },
+    /// The session folder does not say which session it is.
+    #[error("{path}: {reason}", path = path.display())]
+    Identity {
+        /// The session folder.
+        path: PathBuf,
+        /// Why the eid could not be found.
+        reason: String,
+    },
+    /// No trial passed the filter.
+    #[error("{path}: no usable trial ({counts})", path = path.display())]
+    NoTrials {
+        /// The session folder.
+        path: PathBuf,
+        /// How many trials each rule removed.
+        counts: String,
+    },
+    /// Writing the dataset failed.
+    #[error(transparent)]
+    Write(#[from] mtm_dataloader::DataError),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
