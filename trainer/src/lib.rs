@@ -1,5 +1,7 @@
-//! The training layer of mtm: the NDT1 model, the masking schemes, the training loop and the
-//! evaluation of spec §2-§5 land in this crate.
+//! The training layer of mtm (spec §2-§5).
 //!
-//! It is empty on purpose until then: the workspace's shape (and `ARCHITECTURE.md`) is fixed
-//! first so that the dataset layer can be built and tested against it.
+//! Landed so far: the masking schemes ([`masking`]) and the activity metrics
+//! ([`metrics`]). The NDT1 model, the training loop and the evaluation come next.
+
+pub mod masking;
+pub mod metrics;

@@ -1,0 +1,334 @@
+//! The masking schemes of spec §3, drawn per trial in the session's own unit space.
+//!
+//! A mask says which (bin, unit) entries of a `(T, N)` trial are zeroed in the input and
+//! which are scored by the loss. One scheme is drawn per batch ([`Masking::choose`]); masks
+//! are drawn per trial from a stream that is a pure function of (seed, rank, epoch, step)
+//! ([`mask_stream`]), so ranks draw different masks and a resumed run draws the same ones.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// One masking scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// Each bin with probability `ratio`, all units (the baseline).
+    Temporal,
+    /// Each unit with probability `ratio`, all bins.
+    Neuron,
+    /// Each bin with probability `causal_ratio`; attention is causal.
+    Causal,
+    /// Every unit of one random region.
+    InterRegion,
+    /// Every unit outside one random region (input only), plus `ratio` of the units inside
+    /// it (input and loss).
+    IntraRegion,
+}
+
+impl Scheme {
+    /// The schemes MtM mixes, in prompt-token order.
+    pub const MTM: [Scheme; 4] = [
+        Scheme::Neuron,
+        Scheme::Causal,
+        Scheme::InterRegion,
+        Scheme::IntraRegion,
+    ];
+
+    /// Whether the model must attend causally under this scheme.
+    pub fn causal(self) -> bool {
+        self == Scheme::Causal
+    }
+
+    /// Index of this scheme's prompt token (MtM order; temporal has its own last slot).
+    pub fn prompt(self) -> usize {
+        Self::MTM
+            .iter()
+            .position(|&s| s == self)
+            .unwrap_or(Self::MTM.len())
+    }
+}
+
+/// What a run masks with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "scheme")]
+pub enum Masking {
+    /// Always the same scheme.
+    Single(Scheme),
+    /// MtM: one of [`Scheme::MTM`] uniformly per batch, with its prompt token.
+    Mtm,
+    /// The same mixture without prompt tokens.
+    MtmNotPrompted,
+}
+
+impl Masking {
+    /// The scheme of one batch, and the prompt token to prepend (if any).
+    pub fn choose(self, rng: &mut ChaCha8Rng) -> (Scheme, Option<usize>) {
+        match self {
+            Masking::Single(scheme) => (scheme, Some(scheme.prompt())),
+            Masking::Mtm => {
+                let scheme = Scheme::MTM[rng.random_range(0..Scheme::MTM.len())];
+                (scheme, Some(scheme.prompt()))
+            }
+            Masking::MtmNotPrompted => (Scheme::MTM[rng.random_range(0..Scheme::MTM.len())], None),
+        }
+    }
+}
+
+/// Masking ratios.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ratios {
+    /// Probability of masking a bin (temporal), a unit (neuron), or a unit inside the
+    /// chosen region (intra-region). Paper: 0.3.
+    pub ratio: f64,
+    /// Probability of masking a bin under the causal scheme. Paper: 0.6 inside MtM.
+    pub causal_ratio: f64,
+}
+
+impl Default for Ratios {
+    fn default() -> Self {
+        Self {
+            ratio: 0.3,
+            causal_ratio: 0.6,
+        }
+    }
+}
+
+/// One trial's mask, `(T, N)` row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrialMask {
+    /// Entries set to 0 in the model's input.
+    pub input_zeroed: Vec<bool>,
+    /// Entries the loss is computed on.
+    pub scored: Vec<bool>,
+}
+
+/// The stream masks of one step are drawn from.
+pub fn mask_stream(seed: u64, rank: usize, epoch: u64, step: u64) -> ChaCha8Rng {
+    mtm_dataloader::sampler::stream(seed, &[rank as u64, epoch, step, 0x6d61_736b])
+}
+
+/// Draws indices with probability `p` each, at least one (a mask that scores nothing
+/// would make the step's loss undefined).
+fn bernoulli_at_least_one(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
+    let mut picked: Vec<bool> = (0..n).map(|_| rng.random_bool(p.clamp(0.0, 1.0))).collect();
+    if n > 0 && !picked.iter().any(|&b| b) {
+        picked[rng.random_range(0..n)] = true;
+    }
+    picked
+}
+
+/// Draws one trial's mask. `regions[u]` is unit u's region index.
+pub fn draw(
+    scheme: Scheme,
+    n_bins: usize,
+    regions: &[usize],
+    ratios: Ratios,
+    rng: &mut ChaCha8Rng,
+) -> TrialMask {
+    let n = regions.len();
+    let mut input_zeroed = vec![false; n_bins * n];
+    let mut scored = vec![false; n_bins * n];
+    let set_bins = |bins: &[bool], input: &mut Vec<bool>, loss: &mut Vec<bool>| {
+        for (t, _) in bins.iter().enumerate().filter(|(_, b)| **b) {
+            input[t * n..(t + 1) * n].iter_mut().for_each(|x| *x = true);
+            loss[t * n..(t + 1) * n].iter_mut().for_each(|x| *x = true);
+        }
+    };
+    let set_units = |units: &dyn Fn(usize) -> bool, target: &mut Vec<bool>| {
+        for t in 0..n_bins {
+            for u in (0..n).filter(|&u| units(u)) {
+                target[t * n + u] = true;
+            }
+        }
+    };
+    match scheme {
+        Scheme::Temporal => set_bins(
+            &bernoulli_at_least_one(rng, n_bins, ratios.ratio),
+            &mut input_zeroed,
+            &mut scored,
+        ),
+        Scheme::Causal => set_bins(
+            &bernoulli_at_least_one(rng, n_bins, ratios.causal_ratio),
+            &mut input_zeroed,
+            &mut scored,
+        ),
+        Scheme::Neuron => {
+            let units = bernoulli_at_least_one(rng, n, ratios.ratio);
+            set_units(&|u| units[u], &mut input_zeroed);
+            set_units(&|u| units[u], &mut scored);
+        }
+        Scheme::InterRegion | Scheme::IntraRegion => {
+            let mut present: Vec<usize> = regions.to_vec();
+            present.sort_unstable();
+            present.dedup();
+            let region = present[rng.random_range(0..present.len())];
+            if scheme == Scheme::InterRegion {
+                set_units(&|u| regions[u] == region, &mut input_zeroed);
+                set_units(&|u| regions[u] == region, &mut scored);
+            } else {
+                let inside: Vec<usize> = (0..n).filter(|&u| regions[u] == region).collect();
+                let held = bernoulli_at_least_one(rng, inside.len(), ratios.ratio);
+                let mut held_out = vec![false; n];
+                for (&u, _) in inside.iter().zip(&held).filter(|(_, h)| **h) {
+                    held_out[u] = true;
+                }
+                set_units(&|u| regions[u] != region || held_out[u], &mut input_zeroed);
+                set_units(&|u| held_out[u], &mut scored);
+            }
+        }
+    }
+    TrialMask {
+        input_zeroed,
+        scored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn regions() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(0usize..5, 1..40)
+    }
+
+    fn rng(seed: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(seed)
+    }
+
+    /// Bins whose every unit is set, and units whose every bin is set.
+    fn full_bins(m: &[bool], t: usize, n: usize) -> Vec<bool> {
+        (0..t)
+            .map(|b| m[b * n..(b + 1) * n].iter().all(|&x| x))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn temporal_and_causal_mask_whole_bins(regions in regions(), seed: u64, causal: bool) {
+            let (t, n) = (20, regions.len());
+            let scheme = if causal { Scheme::Causal } else { Scheme::Temporal };
+            let m = draw(scheme, t, &regions, Ratios::default(), &mut rng(seed));
+            prop_assert_eq!(&m.input_zeroed, &m.scored);
+            let bins = full_bins(&m.scored, t, n);
+            for (b, &whole) in bins.iter().enumerate() {
+                let any = m.scored[b * n..(b + 1) * n].iter().any(|&x| x);
+                prop_assert_eq!(any, whole, "a bin is masked whole or not at all");
+            }
+            prop_assert!(bins.iter().any(|&b| b));
+            prop_assert_eq!(scheme.causal(), causal);
+        }
+
+        #[test]
+        fn neuron_masks_whole_units(regions in regions(), seed: u64) {
+            let (t, n) = (20, regions.len());
+            let m = draw(Scheme::Neuron, t, &regions, Ratios::default(), &mut rng(seed));
+            prop_assert_eq!(&m.input_zeroed, &m.scored);
+            let mut any = false;
+            for u in 0..n {
+                let column: Vec<bool> = (0..t).map(|b| m.scored[b * n + u]).collect();
+                prop_assert!(column.iter().all(|&x| x) || column.iter().all(|&x| !x));
+                any |= column[0];
+            }
+            prop_assert!(any);
+        }
+
+        #[test]
+        fn inter_region_masks_exactly_one_region(regions in regions(), seed: u64) {
+            let (t, n) = (10, regions.len());
+            let m = draw(Scheme::InterRegion, t, &regions, Ratios::default(), &mut rng(seed));
+            prop_assert_eq!(&m.input_zeroed, &m.scored);
+            let masked: Vec<usize> = (0..n).filter(|&u| m.scored[u]).collect();
+            prop_assert!(!masked.is_empty());
+            let region = regions[masked[0]];
+            for (u, &r) in regions.iter().enumerate() {
+                for b in 0..t {
+                    prop_assert_eq!(m.scored[b * n + u], r == region);
+                }
+            }
+        }
+
+        #[test]
+        fn intra_region_hides_the_rest_and_scores_held_out_units_inside(regions in regions(), seed: u64) {
+            let (t, n) = (10, regions.len());
+            let m = draw(Scheme::IntraRegion, t, &regions, Ratios::default(), &mut rng(seed));
+            let scored: Vec<usize> = (0..n).filter(|&u| m.scored[u]).collect();
+            prop_assert!(!scored.is_empty());
+            let region = regions[scored[0]];
+            for (u, &r) in regions.iter().enumerate() {
+                for b in 0..t {
+                    let i = b * n + u;
+                    if r != region {
+                        prop_assert!(m.input_zeroed[i] && !m.scored[i], "outside: hidden, not scored");
+                    } else {
+                        prop_assert_eq!(m.input_zeroed[i], m.scored[i], "inside: hidden exactly when scored");
+                        prop_assert_eq!(m.scored[i], m.scored[u], "inside: whole units");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn masks_are_a_pure_function_of_the_stream_key(seed: u64, rank in 0usize..8, epoch in 0u64..4, step in 0u64..100) {
+            let regions = [0, 0, 1, 2, 2, 2];
+            let a = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, rank, epoch, step));
+            let b = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, rank, epoch, step));
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn ranks_draw_different_masks() {
+        let regions: Vec<usize> = (0..50).map(|u| u % 4).collect();
+        let a = draw(
+            Scheme::Neuron,
+            10,
+            &regions,
+            Ratios::default(),
+            &mut mask_stream(1, 0, 0, 5),
+        );
+        let b = draw(
+            Scheme::Neuron,
+            10,
+            &regions,
+            Ratios::default(),
+            &mut mask_stream(1, 1, 0, 5),
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ratios_are_respected_on_average() {
+        let regions = vec![0usize; 200];
+        let mut stream = rng(3);
+        let masked: usize = (0..50)
+            .map(|_| {
+                draw(Scheme::Neuron, 1, &regions, Ratios::default(), &mut stream)
+                    .scored
+                    .iter()
+                    .filter(|&&x| x)
+                    .count()
+            })
+            .sum();
+        let fraction = masked as f64 / (50.0 * 200.0);
+        assert!((fraction - 0.3).abs() < 0.02, "{fraction}");
+    }
+
+    #[test]
+    fn mtm_draws_all_four_schemes_with_their_prompts() {
+        let mut stream = rng(9);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let (scheme, prompt) = Masking::Mtm.choose(&mut stream);
+            assert_eq!(prompt, Some(scheme.prompt()));
+            seen.insert(scheme);
+        }
+        assert_eq!(seen.len(), 4);
+        assert!(!seen.contains(&Scheme::Temporal));
+        assert_eq!(Masking::MtmNotPrompted.choose(&mut stream).1, None);
+    }
+}
