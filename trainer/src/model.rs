@@ -1,0 +1,376 @@
+//! NDT1 with per-session stitchers, session and prompt tokens (spec §2), in burn.
+//!
+//! Input counts `(B, T, N_s)` of session s pass through the session's stitcher
+//! (`N_s → C`), the shared embedding (`C → 2C`, softsign, `2C → D`) and learned bin
+//! positions; a session token and (optionally) a prompt token are prepended; a pre-norm
+//! transformer encoder and a final LayerNorm follow; the data tokens go through the
+//! session's head (`D → N_s`) to log firing rates per bin.
+//!
+//! Stitchers, heads and session tokens are keyed by session id, never by unit count.
+//! In causal mode every token attends only to itself and earlier tokens: data token t sees
+//! the prefix tokens and bins ≤ t; prefix tokens see only prefix tokens, so no future bin
+//! reaches any output, at any depth.
+
+use burn::module::{Module, Param};
+use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{
+    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::softsign;
+use serde::{Deserialize, Serialize};
+
+/// Architecture sizes. The defaults are the paper's (spec §2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Stitcher output width C (paper: 668).
+    pub stitch_dim: usize,
+    /// Transformer width D (paper: 512).
+    pub hidden: usize,
+    /// Transformer layers (paper: 5).
+    pub layers: usize,
+    /// Attention heads (paper: 8).
+    pub heads: usize,
+    /// Hidden width of each layer's MLP (paper: 1024).
+    pub mlp: usize,
+    /// Dropout inside the transformer (paper: 0.4).
+    pub dropout: f64,
+    /// Dropout on the embedding (paper: 0.2).
+    pub embed_dropout: f64,
+    /// Bins per trial T (paper: 100).
+    pub n_bins: usize,
+    /// Prompt tokens, one per masking scheme (4 MtM schemes + temporal).
+    pub prompts: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            stitch_dim: 668,
+            hidden: 512,
+            layers: 5,
+            heads: 8,
+            mlp: 1024,
+            dropout: 0.4,
+            embed_dropout: 0.2,
+            n_bins: 100,
+            prompts: 5,
+        }
+    }
+}
+
+/// A session the model has a stitcher and head for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// Session id.
+    pub eid: String,
+    /// Units N_s.
+    pub n_units: usize,
+}
+
+/// The NDT1 model.
+#[derive(Module, Debug)]
+pub struct Ndt {
+    stitchers: Vec<Linear>,
+    heads: Vec<Linear>,
+    embed_in: Linear,
+    embed_out: Linear,
+    embed_dropout: Dropout,
+    positions: Param<Tensor<2>>,
+    session_tokens: Param<Tensor<2>>,
+    prompt_tokens: Param<Tensor<2>>,
+    encoder: TransformerEncoder,
+    final_norm: LayerNorm,
+    #[module(skip)]
+    sessions: Vec<SessionSpec>,
+}
+
+impl ModelConfig {
+    /// Builds a model for `sessions` on `device`, its parameters drawn now from the
+    /// device's generator (seed it first for reproducible weights; on flex that generator
+    /// is process-wide, so build models one at a time).
+    pub fn init(&self, sessions: &[SessionSpec], device: &Device) -> Ndt {
+        let (c, d) = (self.stitch_dim, self.hidden);
+        let token = |rows: usize| {
+            Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([rows.max(1), d], device)
+        };
+        let model = Ndt {
+            stitchers: sessions
+                .iter()
+                .map(|s| LinearConfig::new(s.n_units, c).init(device))
+                .collect(),
+            heads: sessions
+                .iter()
+                .map(|s| LinearConfig::new(d, s.n_units).init(device))
+                .collect(),
+            embed_in: LinearConfig::new(c, 2 * c).init(device),
+            embed_out: LinearConfig::new(2 * c, d).init(device),
+            embed_dropout: DropoutConfig::new(self.embed_dropout).init(),
+            positions: token(self.n_bins),
+            session_tokens: token(sessions.len()),
+            prompt_tokens: token(self.prompts),
+            encoder: TransformerEncoderConfig::new(d, self.mlp, self.heads, self.layers)
+                .with_norm_first(true)
+                .with_dropout(self.dropout)
+                .init(device),
+            final_norm: LayerNormConfig::new(d).init(device),
+            sessions: sessions.to_vec(),
+        };
+        // burn draws parameters lazily, at first use; drawing them all now, in field order,
+        // makes the weights depend on the seed alone, not on which forward pass comes first.
+        model.visit(&mut Materialize);
+        model
+    }
+}
+
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+impl Ndt {
+    /// The sessions, in stitcher order.
+    pub fn sessions(&self) -> &[SessionSpec] {
+        &self.sessions
+    }
+
+    /// Index of the session with this eid.
+    pub fn session_index(&self, eid: &str) -> Option<usize> {
+        self.sessions.iter().position(|s| s.eid == eid)
+    }
+
+    /// Log firing rates `(B, T, N_s)` for counts `(B, T, N_s)` (masked entries already zeroed)
+    /// of session `session`, with an optional prompt token; `causal` makes attention strictly
+    /// causal.
+    pub fn forward(
+        &self,
+        spikes: Tensor<3>,
+        session: usize,
+        prompt: Option<usize>,
+        causal: bool,
+    ) -> Tensor<3> {
+        let [batch, bins, _] = spikes.dims();
+        let device = spikes.device();
+        let x = self.stitchers[session].forward(spikes);
+        let x = self.embed_out.forward(softsign(self.embed_in.forward(x)));
+        let positions = self.positions.val().slice_dim(0, 0..bins).unsqueeze::<3>();
+        let x = self.embed_dropout.forward(x + positions);
+        let d = x.dims()[2];
+        let token = |table: &Param<Tensor<2>>, row: usize| {
+            table
+                .val()
+                .slice_dim(0, row..row + 1)
+                .unsqueeze::<3>()
+                .expand([batch, 1, d])
+        };
+        let mut parts = vec![token(&self.session_tokens, session)];
+        if let Some(p) = prompt {
+            parts.push(token(&self.prompt_tokens, p));
+        }
+        let prefix = parts.len();
+        parts.push(x);
+        let x = Tensor::cat(parts, 1);
+        let length = prefix + bins;
+        let mut input = TransformerEncoderInput::new(x);
+        if causal {
+            input = input.mask_attn(generate_autoregressive_mask(batch, length, &device));
+        }
+        let h = self.final_norm.forward(self.encoder.forward(input));
+        let h = h.slice([0..batch, prefix..length]);
+        self.heads[session].forward(h)
+    }
+}
+
+/// Poisson negative log-likelihood `exp(l) - y·l` on the scored entries: their mean
+/// (default) or their sum (the official code's choice).
+pub fn masked_poisson_nll(
+    log_rates: Tensor<3>,
+    counts: Tensor<3>,
+    scored: Tensor<3>,
+    mean: bool,
+) -> Tensor<1> {
+    let nll = (log_rates.clone().exp() - counts * log_rates) * scored.clone();
+    let total = nll.sum();
+    if mean {
+        total / scored.sum().clamp_min(1.0)
+    } else {
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::optim::{AdamWConfig, GradientsParams};
+
+    use super::*;
+
+    /// flex draws every random number from one process-wide generator: tests that seed it
+    /// and build models take turns, or they would consume each other's draws.
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+        RNG.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tiny() -> ModelConfig {
+        ModelConfig {
+            stitch_dim: 16,
+            hidden: 32,
+            layers: 2,
+            heads: 4,
+            mlp: 64,
+            dropout: 0.1,
+            embed_dropout: 0.1,
+            n_bins: 20,
+            prompts: 5,
+        }
+    }
+
+    fn sessions() -> Vec<SessionSpec> {
+        vec![
+            SessionSpec {
+                eid: "a".into(),
+                n_units: 12,
+            },
+            SessionSpec {
+                eid: "b".into(),
+                n_units: 12,
+            },
+        ]
+    }
+
+    fn counts(seed: u64, batch: usize, bins: usize, units: usize) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..batch * bins * units)
+            .map(|_| rng.random_range(0..3) as f32)
+            .collect()
+    }
+
+    fn values(t: Tensor<3>) -> Vec<f32> {
+        t.try_to_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn causal_mode_is_strictly_causal_prefix_tokens_included() {
+        let _rng = rng_lock();
+        let device = Device::flex();
+        device.seed(1);
+        let model = tiny().init(&sessions(), &device).valid();
+        let (b, t, n, cut) = (2, 20, 12, 13);
+        let x = counts(1, b, t, n);
+        let mut changed = x.clone();
+        for k in 0..b {
+            for v in &mut changed[(k * t + cut) * n..(k + 1) * t * n] {
+                *v += 3.0;
+            }
+        }
+        let run = |data: &[f32], causal: bool| {
+            let input = Tensor::<3>::from_data(TensorData::new(data.to_vec(), [b, t, n]), &device);
+            values(model.forward(input, 1, Some(1), causal))
+        };
+        let (before, after) = (run(&x, true), run(&changed, true));
+        for k in 0..b {
+            for bin in 0..t {
+                let (lo, hi) = ((k * t + bin) * n, (k * t + bin + 1) * n);
+                let diff = before[lo..hi]
+                    .iter()
+                    .zip(&after[lo..hi])
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0f32, f32::max);
+                if bin < cut {
+                    assert!(
+                        diff < 1e-6,
+                        "trial {k} bin {bin} changed by {diff} when only later bins changed"
+                    );
+                } else if bin == cut {
+                    assert!(diff > 1e-4, "the changed bin itself must change");
+                }
+            }
+        }
+        // The same change reaches earlier bins when attention is bidirectional.
+        let (before, after) = (run(&x, false), run(&changed, false));
+        let early = (0..cut * n)
+            .map(|i| (before[i] - after[i]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            early > 1e-4,
+            "bidirectional attention should see later bins ({early})"
+        );
+    }
+
+    #[test]
+    fn sessions_with_equal_unit_counts_get_their_own_stitchers() {
+        let _rng = rng_lock();
+        let device = Device::flex();
+        device.seed(2);
+        let model = tiny().init(&sessions(), &device).valid();
+        assert_eq!(model.session_index("b"), Some(1));
+        let x = Tensor::<3>::from_data(TensorData::new(counts(2, 1, 20, 12), [1, 20, 12]), &device);
+        let a = values(model.forward(x.clone(), 0, None, false));
+        let b = values(model.forward(x, 1, None, false));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_weights() {
+        let _rng = rng_lock();
+        let device = Device::flex();
+        let x = Tensor::<3>::from_data(TensorData::new(counts(3, 1, 20, 12), [1, 20, 12]), &device);
+        device.seed(7);
+        let first = values(tiny().init(&sessions(), &device).valid().forward(
+            x.clone(),
+            0,
+            Some(0),
+            false,
+        ));
+        device.seed(7);
+        let second = values(tiny().init(&sessions(), &device).valid().forward(
+            x,
+            0,
+            Some(0),
+            false,
+        ));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn training_lowers_the_masked_poisson_loss() {
+        let _rng = rng_lock();
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let mut model = tiny().init(&sessions(), &device);
+        let (b, t, n) = (8, 20, 12);
+        // Unit u fires at a rate that depends on u and on the bin: learnable structure.
+        let rates: Vec<f32> = (0..b * t * n)
+            .map(|i| 0.2 + ((i % n) as f32 * 0.15) * (((i / n) % t) as f32 / t as f32))
+            .collect();
+        let y = Tensor::<3>::from_data(TensorData::new(rates, [b, t, n]), &device);
+        let scored = Tensor::<3>::ones([b, t, n], &device);
+        let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
+        let mut losses = Vec::new();
+        for _ in 0..40 {
+            let out = model.forward(y.clone(), 0, Some(0), false);
+            let loss = masked_poisson_nll(out, y.clone(), scored.clone(), true);
+            losses.push(loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(3e-3, model, grads);
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(
+            last < first - 0.1,
+            "loss went from {first} to {last}: {losses:?}"
+        );
+    }
+}
