@@ -53,6 +53,24 @@ impl Split {
     }
 }
 
+/// The split of each of `n` trials: a seeded shuffle, then the first 70 % (rounded down) to
+/// train, the next 10 % (rounded down) to val, the rest to test.
+pub fn assign_splits(n: usize, rng: &mut impl rand::Rng) -> Vec<Split> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    let (n_train, n_val) = (n * 7 / 10, n / 10);
+    let mut assignment = vec![Split::Test; n];
+    for (position, &trial) in order.iter().enumerate() {
+        if position < n_train {
+            assignment[trial] = Split::Train;
+        } else if position < n_train + n_val {
+            assignment[trial] = Split::Val;
+        }
+    }
+    assignment
+}
+
 impl std::fmt::Display for Split {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::sampler::stream;
-use crate::session::Split;
+use crate::session::assign_splits;
 use crate::store::Location;
 use crate::writer::{SessionInfo, TrialRecord, WriteOptions, write_session};
 
@@ -325,18 +325,7 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
     }
 
     // 70/10/20 split with a seeded shuffle; trials keep their order within a split.
-    let mut order: Vec<usize> = (0..n_trials).collect();
-    order.shuffle(rng);
-    let n_train = n_trials * 7 / 10;
-    let n_val = n_trials / 10;
-    let mut assignment = vec![Split::Test; n_trials];
-    for (i, &trial) in order.iter().enumerate() {
-        if i < n_train {
-            assignment[trial] = Split::Train;
-        } else if i < n_train + n_val {
-            assignment[trial] = Split::Val;
-        }
-    }
+    let assignment = assign_splits(n_trials, rng);
     let mut trials: [Vec<TrialRecord>; 3] = Default::default();
     for (record, split) in records.into_iter().zip(assignment) {
         trials[split as usize].push(record);

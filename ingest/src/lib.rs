@@ -19,10 +19,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use mtm_dataloader::Location;
 use mtm_dataloader::sampler::stream;
 use mtm_dataloader::writer::{SessionInfo, TrialRecord, WriteOptions, write_session};
-use mtm_dataloader::{Location, Split};
-use rand::seq::SliceRandom;
 use serde::Serialize;
 
 pub use error::{IngestError, Result};
@@ -590,17 +589,10 @@ pub fn convert_session(arg: &SessionArg, options: &IngestOptions) -> Result<Conv
     }
 
     // 70/10/20 split; trials stay in time order within a split.
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.shuffle(&mut stream(options.seed, &[fnv1a(&eid)]));
-    let (n_train, n_val) = (records.len() * 7 / 10, records.len() / 10);
-    let mut assignment = vec![Split::Test; records.len()];
-    for (position, &i) in order.iter().enumerate() {
-        if position < n_train {
-            assignment[i] = Split::Train;
-        } else if position < n_train + n_val {
-            assignment[i] = Split::Val;
-        }
-    }
+    let assignment = mtm_dataloader::session::assign_splits(
+        records.len(),
+        &mut stream(options.seed, &[fnv1a(&eid)]),
+    );
     let mut trials: [Vec<TrialRecord>; 3] = Default::default();
     for (record, split) in records.into_iter().zip(assignment) {
         trials[split as usize].push(record);

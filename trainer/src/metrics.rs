@@ -38,6 +38,20 @@ fn dims(log_rates: &[f64], counts: &[f64], scored: &[bool], n_units: usize) -> (
     (counts.len() / n_units, n_units)
 }
 
+/// Sum of counts and number of scored entries of one unit.
+fn scored_totals(
+    counts: &[f64],
+    scored: &[bool],
+    rows: usize,
+    n: usize,
+    unit: usize,
+) -> (f64, usize) {
+    (0..rows)
+        .map(|r| r * n + unit)
+        .filter(|&i| scored[i])
+        .fold((0.0, 0), |(sum, count), i| (sum + counts[i], count + 1))
+}
+
 /// Per-unit bits per spike over scored entries: `(bps_n, spikes_n)` for each unit;
 /// `bps_n` is `None` for a unit with no scored spike.
 pub fn bps_per_unit(
@@ -50,11 +64,7 @@ pub fn bps_per_unit(
     let mut out = Vec::with_capacity(n);
     for unit in 0..n {
         let entries = (0..rows).map(|r| r * n + unit).filter(|&i| scored[i]);
-        let (mut sum_y, mut count) = (0.0f64, 0usize);
-        for i in entries.clone() {
-            sum_y += counts[i];
-            count += 1;
-        }
+        let (sum_y, count) = scored_totals(counts, scored, rows, n, unit);
         if sum_y <= 0.0 {
             out.push(None);
             continue;
@@ -107,11 +117,7 @@ pub fn bps_pooled_nlb(
     let (mut nll_model, mut nll_null, mut total) = (0.0f64, 0.0f64, 0.0f64);
     for unit in 0..n {
         let entries = (0..rows).map(|r| r * n + unit).filter(|&i| scored[i]);
-        let (mut sum_y, mut count) = (0.0f64, 0usize);
-        for i in entries.clone() {
-            sum_y += counts[i];
-            count += 1;
-        }
+        let (sum_y, count) = scored_totals(counts, scored, rows, n, unit);
         if count == 0 {
             continue;
         }
