@@ -9,6 +9,12 @@
 //! traces are interpolated linearly at the right edge of each bin (held constant beyond
 //! the trace's ends, like `numpy.interp`); trials are split 70/10/20 by a shuffle seeded
 //! from (seed, eid); the three splits are written with the dataset layer's writer.
+//!
+//! `wheel-speed` is the magnitude of the wheel's angular velocity, |d position / dt| in
+//! rad/s with `numpy.gradient` semantics (the published files leave the sign convention
+//! undocumented); `whisker-motion-energy` is the left camera's ROI motion energy (the
+//! right camera's when the left is absent). `sampling_freq` is written as 30 kHz, since
+//! ALF files do not carry it.
 
 pub mod alf;
 pub mod error;
