@@ -87,31 +87,35 @@ impl Topology {
                 })
                 .transpose()
         };
-        let topology = if let (Some(rank), Some(size)) =
-            (num("OMPI_COMM_WORLD_RANK")?, num("OMPI_COMM_WORLD_SIZE")?)
-        {
-            let local_rank = num("OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0);
-            let local_size = num("OMPI_COMM_WORLD_LOCAL_SIZE")?.unwrap_or(1);
-            Self {
-                rank,
-                world_size: size,
-                local_rank,
-                local_size,
-                // Open MPI fills nodes in order by default (`--map-by slot`).
-                node: rank / local_size.max(1),
-                source: Launcher::OpenMpi,
-            }
-        } else if let (Some(rank), Some(size)) = (num("PMI_RANK")?, num("PMI_SIZE")?) {
-            let local_rank = num("MPI_LOCALRANKID")?.unwrap_or(0);
-            let local_size = num("MPI_LOCALNRANKS")?.unwrap_or(1);
-            Self {
-                rank,
-                world_size: size,
-                local_rank,
-                local_size,
-                node: rank / local_size.max(1),
-                source: Launcher::Pmi,
-            }
+        // Launchers that name rank, size and node-local rank and size; nodes are filled in
+        // order (Open MPI's default `--map-by slot`), so the node is rank / local size.
+        let by_locals = |launcher, [rank, size, local_rank, local_size]: [&'static str; 4]| {
+            Ok::<_, TopologyError>(match (num(rank)?, num(size)?) {
+                (Some(rank), Some(world_size)) => {
+                    let local_size = num(local_size)?.unwrap_or(1);
+                    Some(Self {
+                        rank,
+                        world_size,
+                        local_rank: num(local_rank)?.unwrap_or(0),
+                        local_size,
+                        node: rank / local_size.max(1),
+                        source: launcher,
+                    })
+                }
+                _ => None,
+            })
+        };
+        let open_mpi = [
+            "OMPI_COMM_WORLD_RANK",
+            "OMPI_COMM_WORLD_SIZE",
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "OMPI_COMM_WORLD_LOCAL_SIZE",
+        ];
+        let pmi = ["PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"];
+        let topology = if let Some(t) = by_locals(Launcher::OpenMpi, open_mpi)? {
+            t
+        } else if let Some(t) = by_locals(Launcher::Pmi, pmi)? {
+            t
         } else if let (Some(rank), Some(size)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
             let nodes = num("SLURM_NNODES")?.unwrap_or(1).max(1);
             Self {

@@ -511,17 +511,18 @@ pub async fn open_session(source: SessionSource) -> Result<Session> {
         behaviour,
         splits,
     };
-    check_eids(&session).await?;
+    check_eids(&session, &url).await?;
     Ok(session)
 }
 
-/// Every file of a session must belong to the same `eid`.
-async fn check_eids(session: &Session) -> Result<()> {
+/// Every file of a session must belong to the same `eid`; `read_url` is the file whose eid
+/// the metadata came from, which needs no second read.
+async fn check_eids(session: &Session, read_url: &str) -> Result<()> {
     let files: Vec<&SplitFile> = session
         .splits
         .iter()
         .flatten()
-        .filter(|f| f.rows() > 0)
+        .filter(|f| f.rows() > 0 && f.location.url() != read_url)
         .collect();
     futures::stream::iter(files)
         .map(|file| async move {

@@ -269,7 +269,8 @@ struct Probe {
     folder: PathBuf,
     times: Vec<f64>,
     clusters: Vec<i64>,
-    n_clusters: usize,
+    /// Peak channel per cluster (`clusters.channels.npy`); its length is the cluster count.
+    channels: Vec<i64>,
 }
 
 struct Units {
@@ -293,7 +294,8 @@ fn read_probe(name: &str, folder: &Path) -> Result<Probe> {
         times.len(),
     )?;
     check_sorted(&times_path, "spike times", &times)?;
-    let n_clusters = alf::i64s(&folder.join("clusters.channels.npy"))?.len();
+    let channels = alf::i64s(&folder.join("clusters.channels.npy"))?;
+    let n_clusters = channels.len();
     if let Some(&bad) = clusters
         .iter()
         .find(|&&c| c < 0 || c as usize >= n_clusters)
@@ -310,7 +312,7 @@ fn read_probe(name: &str, folder: &Path) -> Result<Probe> {
         folder: folder.to_path_buf(),
         times,
         clusters,
-        n_clusters,
+        channels,
     })
 }
 
@@ -329,7 +331,7 @@ fn read_units(
     };
     for probe in probes {
         let f = &probe.folder;
-        let channels = alf::i64s(&f.join("clusters.channels.npy"))?;
+        let channels = &probe.channels;
         let depths = alf::f64s(&f.join("clusters.depths.npy"))?;
         same_length(
             &f.join("clusters.depths.npy"),
@@ -374,12 +376,12 @@ fn read_units(
             (Some(a), Some(b)) if b > a => b - a,
             _ => 1.0,
         };
-        let mut counts = vec![0usize; probe.n_clusters];
+        let mut counts = vec![0usize; probe.channels.len()];
         for &c in &probe.clusters {
             counts[c as usize] += 1;
         }
-        let mut keep = vec![None; probe.n_clusters];
-        for c in 0..probe.n_clusters {
+        let mut keep = vec![None; probe.channels.len()];
+        for c in 0..probe.channels.len() {
             report.units.0 += 1;
             let rate = counts[c] as f64 / duration;
             if (options.good_only && good[c] != 1) || options.min_rate_hz.is_some_and(|m| rate < m)
