@@ -32,9 +32,9 @@ pub const REGION_POOL: [&str; 24] = [
     "root",
 ];
 
-/// What to generate.
+/// What to generate. In a TOML or JSON file, omitted fields take the defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SynthConfig {
     /// Number of sessions.
     pub sessions: usize,

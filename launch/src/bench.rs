@@ -35,6 +35,59 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         passes: u64,
     },
+    /// Training-step time of NDT1 on CPU (default: the paper's configuration, B=16, N=668,
+    /// C=668, D=512, 5 layers), with a forward / backward / optimizer breakdown; with
+    /// --torch, the same architecture in PyTorch on CPU in the same run, and the ratio.
+    Step(StepArgs),
+    /// Evaluation cost: co-smoothing as mtm batches it (exact leave-one-out, many held-out
+    /// units per forward pass) against the official scheme (8 units held out together,
+    /// one pass over the test split per group, about N/8 passes): wall time, passes, bps.
+    Eval {
+        /// Checkpoint (or run) folder.
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// Dataset (default: the run's).
+        #[arg(long)]
+        data: Option<String>,
+        /// Trial copies per forward pass for the batched scheme.
+        #[arg(long, default_value_t = 512)]
+        rows_per_pass: usize,
+    },
+}
+
+/// Arguments of `mtm bench step`.
+#[derive(clap::Args, Debug)]
+pub struct StepArgs {
+    /// Trials per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Units of the session.
+    #[arg(long, default_value_t = 668)]
+    units: usize,
+    /// Stitcher width C.
+    #[arg(long, default_value_t = 668)]
+    stitch_dim: usize,
+    /// Transformer width D.
+    #[arg(long, default_value_t = 512)]
+    hidden: usize,
+    /// Layers.
+    #[arg(long, default_value_t = 5)]
+    layers: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 8)]
+    heads: usize,
+    /// MLP width.
+    #[arg(long, default_value_t = 1024)]
+    mlp: usize,
+    /// Timed steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// A Python interpreter with torch: also time benches/torch_ndt1_step.py.
+    #[arg(long)]
+    torch: Option<std::path::PathBuf>,
+    /// Threads PyTorch may use (mtm's CPU backend uses every core).
+    #[arg(long, default_value_t = 2)]
+    torch_threads: usize,
 }
 
 /// Runs a benchmark.
@@ -48,6 +101,12 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
             depth,
             passes,
         } => data(&url, threads, io_threads, batch_size, depth, passes),
+        BenchCommand::Step(args) => step(&args),
+        BenchCommand::Eval {
+            checkpoint,
+            data,
+            rows_per_pass,
+        } => eval(&checkpoint, data, rows_per_pass),
     }
 }
 
@@ -133,6 +192,202 @@ fn data(
             },
         );
         std::hint::black_box(checksum);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn step(args: &StepArgs) -> Result<ExitCode> {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::prelude::*;
+    use mtm_trainer::grads::FlatGrads;
+    use mtm_trainer::model::{ModelConfig, SessionSpec, masked_poisson_nll};
+    use rand::{Rng, SeedableRng};
+
+    let config = ModelConfig {
+        stitch_dim: args.stitch_dim,
+        hidden: args.hidden,
+        layers: args.layers,
+        heads: args.heads,
+        mlp: args.mlp,
+        ..ModelConfig::default()
+    };
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let sessions = [SessionSpec {
+        eid: "bench".into(),
+        n_units: args.units,
+    }];
+    let mut model = config.init(&sessions, &device);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
+    let mut grads = FlatGrads::new(&model);
+    let (b, t, n) = (args.batch, config.n_bins, args.units);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let counts: Vec<f32> = (0..b * t * n)
+        .map(|_| f32::from(u8::from(rng.random_bool(0.25))))
+        .collect();
+    let held: Vec<bool> = (0..b * n).map(|_| rng.random_bool(0.3)).collect();
+    let scored: Vec<f32> = (0..b * t * n)
+        .map(|i| f32::from(u8::from(held[(i / (t * n)) * n + i % n])))
+        .collect();
+    let input: Vec<f32> = counts
+        .iter()
+        .zip(&scored)
+        .map(|(c, s)| c * (1.0 - s))
+        .collect();
+    let tensor =
+        |v: &Vec<f32>| Tensor::<3>::from_data(TensorData::new(v.clone(), [b, t, n]), &device);
+    println!(
+        "mtm: {} parameters, B={b}, T={t}, N={n}, C={}, D={}, {} layers, {} heads, MLP {}",
+        grads.values.len(),
+        config.stitch_dim,
+        config.hidden,
+        config.layers,
+        config.heads,
+        config.mlp
+    );
+    let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);
+    for i in 0..args.steps + 2 {
+        let start = Instant::now();
+        let out = model.forward(tensor(&input), 0, Some(0), false);
+        let loss = masked_poisson_nll(out, tensor(&counts), tensor(&scored), true);
+        let value = loss.clone().into_scalar::<f32>();
+        let forward_done = Instant::now();
+        let step_grads = GradientsParams::from_grads(loss.backward(), &model);
+        grads.clear();
+        grads.add(&model, &step_grads);
+        let backward_done = Instant::now();
+        model = optim.step(1e-4, model, grads.to_params(&device));
+        let end = Instant::now();
+        std::hint::black_box(value);
+        if i >= 2 {
+            total.push((end - start).as_secs_f64());
+            forward.push((forward_done - start).as_secs_f64());
+            backward.push((backward_done - forward_done).as_secs_f64());
+            update.push((end - backward_done).as_secs_f64());
+        }
+    }
+    let ours = median(&mut total);
+    println!(
+        "mtm (burn 0.22.1 flex, CPU): step {:.3} s median of {} (forward {:.3}, backward + gradient copy {:.3}, optimizer {:.3})",
+        ours,
+        args.steps,
+        median(&mut forward),
+        median(&mut backward),
+        median(&mut update)
+    );
+    if let Some(python) = &args.torch {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/torch_ndt1_step.py");
+        let output = std::process::Command::new(python)
+            .arg(&script)
+            .args([
+                "--batch",
+                &b.to_string(),
+                "--units",
+                &n.to_string(),
+                "--stitch-dim",
+                &config.stitch_dim.to_string(),
+                "--hidden",
+                &config.hidden.to_string(),
+                "--layers",
+                &config.layers.to_string(),
+                "--heads",
+                &config.heads.to_string(),
+                "--mlp",
+                &config.mlp.to_string(),
+                "--bins",
+                &t.to_string(),
+                "--steps",
+                &args.steps.to_string(),
+                "--threads",
+                &args.torch_threads.to_string(),
+            ])
+            .output()
+            .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "the PyTorch reference failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let line = String::from_utf8_lossy(&output.stdout);
+        let result: serde_json::Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("reading the PyTorch reference's output `{line}`"))?;
+        let theirs = result["step_s_median"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "PyTorch {} (CPU, {} threads, {} parameters): step {theirs:.3} s median",
+            result["torch"].as_str().unwrap_or("?"),
+            result["threads"],
+            result["params"]
+        );
+        println!("ratio mtm / PyTorch: {:.2}", ours / theirs);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(
+    checkpoint: &std::path::Path,
+    data: Option<String>,
+    rows_per_pass: usize,
+) -> Result<ExitCode> {
+    use mtm_trainer::config::Task;
+    use mtm_trainer::eval::{EvalOptions, TaskScore, evaluate};
+
+    let device = burn::prelude::Device::flex();
+    let (_, config, model) = mtm_trainer::checkpoint::load_for_inference(checkpoint, &device)?;
+    let dataset = Dataset::open(&data.unwrap_or_else(|| config.data.root.clone()))?;
+    let base = EvalOptions {
+        split: Split::Test,
+        tasks: vec![Task::CoSmooth],
+        rows_per_pass,
+        forward_fraction: config.eval.forward_fraction,
+        sessions: Vec::new(),
+        save_predictions: None,
+        masking: config.masking.scheme,
+        seed: config.seed,
+        heldout_group: 1,
+    };
+    println!(
+        "scheme                              session   units trials  passes  wall(s)  bps(per-unit mean)"
+    );
+    for (name, group) in [
+        ("mtm: exact leave-one-out, batched", 1),
+        ("official: 8 units per pass", 8),
+    ] {
+        let mut options = base.clone();
+        options.heldout_group = group;
+        let report = if group == 1 {
+            evaluate(&model, &dataset, &options, &mut |_, _| {})?
+        } else {
+            // One pass per group of 8 units over the whole split, as the official code.
+            let trials = dataset
+                .sessions
+                .iter()
+                .map(|s| s.trials(Split::Test))
+                .max()
+                .unwrap_or(1);
+            options.rows_per_pass = trials.max(1);
+            evaluate(&model, &dataset, &options, &mut |_, _| {})?
+        };
+        for s in &report.sessions {
+            if let Some(TaskScore::Activity(a)) = s.tasks.first().map(|t| &t.score) {
+                println!(
+                    "{name:<35} {:<9} {:>5} {:>6} {:>7} {:>8.2}  {}",
+                    &s.eid[..8],
+                    s.n_units,
+                    s.trials,
+                    a.forward_passes,
+                    a.wall_s,
+                    a.bps_per_unit_mean
+                        .map_or("-".into(), |v| format!("{v:.4}"))
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod data;
 mod ingest;
+mod train;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,18 @@ enum Command {
     /// Look at and validate datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train NDT1 with multi-task masking from a TOML configuration.
+    ///
+    /// Writes config.toml (resolved), metrics.jsonl, metrics.csv, checkpoints/ and, when
+    /// eval.after_training is set, eval-test.json into the run's out_dir. Start with
+    /// `mtm train --config configs/quickstart.toml`.
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint (spec §4): co-smoothing, forward prediction, intra- and
+    /// inter-region bits per spike, choice and whisker decoding.
+    ///
+    /// Prints a table in the paper's column order and writes a JSON report with both bits
+    /// per spike conventions (per-unit mean and NLB pooled), chance levels and pass counts.
+    Eval(train::EvalArgs),
     /// Measure throughput (not a test: numbers to read and report).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +91,8 @@ fn main() -> ExitCode {
         Command::Data(command) => data::run(command),
         Command::Ingest(command) => ingest::run(command),
         Command::Bench(command) => bench::run(command),
+        Command::Train(args) => train::train(args),
+        Command::Eval(args) => train::evaluate(args),
     };
     match result {
         Ok(code) => code,

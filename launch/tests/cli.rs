@@ -209,3 +209,149 @@ fn an_unreachable_store_fails_fast_with_the_url() {
         start.elapsed()
     );
 }
+
+/// A tiny run: one small synthetic session, a small model, a few steps.
+fn tiny_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("tiny.toml");
+    let text = format!(
+        r#"
+out_dir = "{run}"
+[data]
+root = "{data}"
+batch_size = 8
+[data.synthesize]
+sessions = 1
+seed = 2
+units = [24, 24]
+trials = [120, 120]
+regions = [3, 3]
+[model]
+stitch_dim = 16
+hidden = 16
+layers = 1
+heads = 2
+mlp = 32
+[train]
+steps = 4
+lr = 1e-3
+log_every = 1
+checkpoint_every = 2
+[eval]
+rows_per_pass = 64
+"#,
+        run = dir.join("run").display(),
+        data = dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(dir.path());
+    let config = config.to_str().unwrap();
+    let o = mtm(&["train", "--config", config], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let table = text(&o.stdout);
+    for column in [
+        "co-smooth",
+        "forward",
+        "intra",
+        "inter",
+        "choice",
+        "whisker",
+    ] {
+        assert!(table.contains(column), "{column} missing from\n{table}");
+    }
+    let run = dir.path().join("run");
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "eval-test.json",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        5,
+        "a header and one line per step"
+    );
+
+    // A second `train` into the same folder refuses rather than overwriting the run.
+    let o = mtm(&["train", "--config", config], &[]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--resume"), "{}", text(&o.stderr));
+
+    // Resuming with more steps continues from the last checkpoint.
+    let o = mtm(
+        &[
+            "train",
+            "--resume",
+            run.to_str().unwrap(),
+            "--set",
+            "train.steps=6",
+            "--no-eval",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("resuming at step 4"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        run.join("checkpoints/step-00000006/model.safetensors")
+            .is_file()
+    );
+
+    let preds = dir.path().join("preds");
+    let report = dir.path().join("report.json");
+    let o = mtm(
+        &[
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--tasks",
+            "co-smooth,forward,intra,inter",
+            "--save-predictions",
+            preds.to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let scorer = mtm_tests::run_python(
+        "score_predictions.py",
+        &[preds.to_str().unwrap(), report.to_str().unwrap()],
+    );
+    assert!(scorer.contains("checked 4 task results"), "{scorer}");
+}
+
+#[test]
+fn config_mistakes_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(dir.path());
+    let o = mtm(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--set",
+            "train.stpes=3",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("stpes") && err.contains("tiny.toml"), "{err}");
+    let o = mtm(&["train"], &[]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--config"), "{}", text(&o.stderr));
+}

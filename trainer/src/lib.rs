@@ -1,9 +1,19 @@
-//! The training layer of mtm (spec §2-§5).
-//!
-//! Landed so far: the masking schemes ([`masking`]), the activity metrics ([`metrics`]) and
-//! the NDT1 model with its masked Poisson loss ([`model`]). The training loop, checkpoints
-//! and the evaluation come next.
+//! The training layer of mtm (spec §2-§5): masking schemes ([`masking`]), the NDT1 model
+//! ([`model`]), the run configuration ([`config`]), the training loop ([`train`]) with its
+//! schedule ([`schedule`]) and flat gradient buffer ([`grads`]), checkpoints
+//! ([`checkpoint`]), the activity metrics ([`metrics`]) and the evaluation ([`eval`],
+//! [`decode`]).
 
+pub mod checkpoint;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod eval;
+pub mod grads;
 pub mod masking;
 pub mod metrics;
 pub mod model;
+pub mod schedule;
+pub mod train;
+
+pub use error::{Result, TrainError};

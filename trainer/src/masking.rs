@@ -49,11 +49,14 @@ impl Scheme {
     }
 }
 
-/// What a run masks with.
+/// What a run masks with: one scheme throughout, or MtM's mixture.
+///
+/// Written in configs as `temporal`, `neuron`, `causal`, `inter-region`, `intra-region`,
+/// `mtm` or `mtm-not-prompted`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "scheme")]
+#[serde(try_from = "String", into = "String")]
 pub enum Masking {
-    /// Always the same scheme.
+    /// Always the same scheme, without prompt tokens.
     Single(Scheme),
     /// MtM: one of [`Scheme::MTM`] uniformly per batch, with its prompt token.
     Mtm,
@@ -62,10 +65,14 @@ pub enum Masking {
 }
 
 impl Masking {
+    /// Every accepted name, for messages.
+    pub const NAMES: &'static str =
+        "temporal, neuron, causal, inter-region, intra-region, mtm, mtm-not-prompted";
+
     /// The scheme of one batch, and the prompt token to prepend (if any).
     pub fn choose(self, rng: &mut ChaCha8Rng) -> (Scheme, Option<usize>) {
         match self {
-            Masking::Single(scheme) => (scheme, Some(scheme.prompt())),
+            Masking::Single(scheme) => (scheme, None),
             Masking::Mtm => {
                 let scheme = Scheme::MTM[rng.random_range(0..Scheme::MTM.len())];
                 (scheme, Some(scheme.prompt()))
@@ -73,11 +80,65 @@ impl Masking {
             Masking::MtmNotPrompted => (Scheme::MTM[rng.random_range(0..Scheme::MTM.len())], None),
         }
     }
+
+    /// Whether the model was trained with prompt tokens (and is evaluated with them).
+    pub fn prompted(self) -> bool {
+        self == Masking::Mtm
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Masking::Single(Scheme::Temporal) => "temporal",
+            Masking::Single(Scheme::Neuron) => "neuron",
+            Masking::Single(Scheme::Causal) => "causal",
+            Masking::Single(Scheme::InterRegion) => "inter-region",
+            Masking::Single(Scheme::IntraRegion) => "intra-region",
+            Masking::Mtm => "mtm",
+            Masking::MtmNotPrompted => "mtm-not-prompted",
+        }
+    }
+}
+
+impl std::str::FromStr for Masking {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "temporal" => Masking::Single(Scheme::Temporal),
+            "neuron" => Masking::Single(Scheme::Neuron),
+            "causal" => Masking::Single(Scheme::Causal),
+            "inter-region" => Masking::Single(Scheme::InterRegion),
+            "intra-region" => Masking::Single(Scheme::IntraRegion),
+            "mtm" => Masking::Mtm,
+            "mtm-not-prompted" => Masking::MtmNotPrompted,
+            other => {
+                return Err(format!(
+                    "unknown masking `{other}`; expected one of {}",
+                    Self::NAMES
+                ));
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Masking {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Masking> for String {
+    fn from(m: Masking) -> String {
+        m.name().to_string()
+    }
 }
 
 /// Masking ratios.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Ratios {
     /// Probability of masking a bin (temporal), a unit (neuron), or a unit inside the
     /// chosen region (intra-region). Paper: 0.3.

@@ -13,15 +13,24 @@
 
 use burn::module::{Module, Param};
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
 use burn::nn::{
-    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+    Dropout, DropoutConfig, Gelu, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+    RotaryEncoding, RotaryEncodingConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::softsign;
+use burn::tensor::activation::{softmax, softsign};
 use serde::{Deserialize, Serialize};
+
+/// How the model knows where a bin lies in the trial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positions {
+    /// A learned embedding per bin, added to the data tokens (NDT1's default).
+    Learned,
+    /// Rotary embeddings (RoPE) on queries and keys of every attention layer; the paper
+    /// reports them better on every task.
+    Rotary,
+}
 
 /// Architecture sizes. The defaults are the paper's (spec §2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +54,8 @@ pub struct ModelConfig {
     pub n_bins: usize,
     /// Prompt tokens, one per masking scheme (4 MtM schemes + temporal).
     pub prompts: usize,
+    /// Position encoding: `learned` (default) or `rotary`.
+    pub positions: Positions,
 }
 
 impl Default for ModelConfig {
@@ -59,7 +70,51 @@ impl Default for ModelConfig {
             embed_dropout: 0.2,
             n_bins: 100,
             prompts: 5,
+            positions: Positions::Learned,
         }
+    }
+}
+
+impl ModelConfig {
+    /// Problems with these sizes, if any, as one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, value) in [
+            ("stitch_dim", self.stitch_dim),
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("mlp", self.mlp),
+            ("n_bins", self.n_bins),
+            ("prompts", self.prompts),
+        ] {
+            if value == 0 {
+                out.push(format!("model.{name} must be at least 1"));
+            }
+        }
+        if self.heads > 0 && self.hidden % self.heads != 0 {
+            out.push(format!(
+                "model.hidden ({}) must be a multiple of model.heads ({})",
+                self.hidden, self.heads
+            ));
+        } else if self.positions == Positions::Rotary
+            && self.heads > 0
+            && (self.hidden / self.heads) % 2 != 0
+        {
+            out.push(format!(
+                "rotary positions need an even head width; model.hidden / model.heads = {}",
+                self.hidden / self.heads
+            ));
+        }
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("embed_dropout", self.embed_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                out.push(format!("model.{name} must lie in [0, 1), not {p}"));
+            }
+        }
+        out
     }
 }
 
@@ -70,6 +125,65 @@ pub struct SessionSpec {
     pub eid: String,
     /// Units N_s.
     pub n_units: usize,
+}
+
+/// Prefix tokens before the data tokens: the session token and at most one prompt token.
+const MAX_PREFIX: usize = 2;
+
+/// One pre-LayerNorm transformer layer. Written here rather than taken from burn's
+/// `TransformerEncoder` because rotary positions act on queries and keys inside the
+/// attention, which burn's layer does not expose.
+#[derive(Module, Debug)]
+struct Block {
+    attn_norm: LayerNorm,
+    qkv: Linear,
+    attn_out: Linear,
+    mlp_norm: LayerNorm,
+    mlp_in: Linear,
+    mlp_out: Linear,
+    gelu: Gelu,
+    dropout: Dropout,
+    #[module(skip)]
+    heads: usize,
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<&Tensor<4, Bool>>,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
+        let [batch, length, width] = x.dims();
+        let head_width = width / self.heads;
+        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let split = |part: usize| {
+            qkv.clone()
+                .slice_dim(2, part * width..(part + 1) * width)
+                .reshape([batch, length, self.heads, head_width])
+                .swap_dims(1, 2)
+        };
+        let (mut q, mut k, v) = (split(0), split(1), split(2));
+        if let Some(rope) = rope {
+            q = rope.forward(q);
+            k = rope.forward(k);
+        }
+        let scores = q.matmul(k.swap_dims(2, 3)) / (head_width as f64).sqrt();
+        let scores = match mask {
+            Some(mask) => scores.mask_fill(mask.clone(), f32::NEG_INFINITY),
+            None => scores,
+        };
+        let weights = self.dropout.forward(softmax(scores, 3));
+        let context = weights
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, length, width]);
+        let x = x + self.dropout.forward(self.attn_out.forward(context));
+        let h = self
+            .gelu
+            .forward(self.mlp_in.forward(self.mlp_norm.forward(x.clone())));
+        x + self.dropout.forward(self.mlp_out.forward(h))
+    }
 }
 
 /// The NDT1 model.
@@ -83,8 +197,10 @@ pub struct Ndt {
     positions: Param<Tensor<2>>,
     session_tokens: Param<Tensor<2>>,
     prompt_tokens: Param<Tensor<2>>,
-    encoder: TransformerEncoder,
+    blocks: Vec<Block>,
     final_norm: LayerNorm,
+    #[module(skip)]
+    rope: Option<RotaryEncoding>,
     #[module(skip)]
     sessions: Vec<SessionSpec>,
 }
@@ -102,6 +218,17 @@ impl ModelConfig {
             }
             .init([rows.max(1), d], device)
         };
+        let block = || Block {
+            attn_norm: LayerNormConfig::new(d).init(device),
+            qkv: LinearConfig::new(d, 3 * d).init(device),
+            attn_out: LinearConfig::new(d, d).init(device),
+            mlp_norm: LayerNormConfig::new(d).init(device),
+            mlp_in: LinearConfig::new(d, self.mlp).init(device),
+            mlp_out: LinearConfig::new(self.mlp, d).init(device),
+            gelu: Gelu::new(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            heads: self.heads,
+        };
         let model = Ndt {
             stitchers: sessions
                 .iter()
@@ -117,11 +244,11 @@ impl ModelConfig {
             positions: token(self.n_bins),
             session_tokens: token(sessions.len()),
             prompt_tokens: token(self.prompts),
-            encoder: TransformerEncoderConfig::new(d, self.mlp, self.heads, self.layers)
-                .with_norm_first(true)
-                .with_dropout(self.dropout)
-                .init(device),
+            blocks: (0..self.layers).map(|_| block()).collect(),
             final_norm: LayerNormConfig::new(d).init(device),
+            rope: (self.positions == Positions::Rotary).then(|| {
+                RotaryEncodingConfig::new(MAX_PREFIX + self.n_bins, d / self.heads).init(device)
+            }),
             sessions: sessions.to_vec(),
         };
         // burn draws parameters lazily, at first use; drawing them all now, in field order,
@@ -164,8 +291,11 @@ impl Ndt {
         let device = spikes.device();
         let x = self.stitchers[session].forward(spikes);
         let x = self.embed_out.forward(softsign(self.embed_in.forward(x)));
-        let positions = self.positions.val().slice_dim(0, 0..bins).unsqueeze::<3>();
-        let x = self.embed_dropout.forward(x + positions);
+        let x = match self.rope {
+            Some(_) => x,
+            None => x + self.positions.val().slice_dim(0, 0..bins).unsqueeze::<3>(),
+        };
+        let x = self.embed_dropout.forward(x);
         let d = x.dims()[2];
         let token = |table: &Param<Tensor<2>>, row: usize| {
             table
@@ -180,13 +310,19 @@ impl Ndt {
         }
         let prefix = parts.len();
         parts.push(x);
-        let x = Tensor::cat(parts, 1);
+        let mut x = Tensor::cat(parts, 1);
         let length = prefix + bins;
-        let mut input = TransformerEncoderInput::new(x);
-        if causal {
-            input = input.mask_attn(generate_autoregressive_mask(batch, length, &device));
+        let heads = self.blocks.first().map_or(1, |b| b.heads);
+        // `true` marks a key the query may not see: every later token.
+        let mask = causal.then(|| {
+            generate_autoregressive_mask(1, length, &device)
+                .unsqueeze_dim::<4>(1)
+                .expand([batch, heads, length, length])
+        });
+        for block in &self.blocks {
+            x = block.forward(x, mask.as_ref(), self.rope.as_ref());
         }
-        let h = self.final_norm.forward(self.encoder.forward(input));
+        let h = self.final_norm.forward(x);
         let h = h.slice([0..batch, prefix..length]);
         self.heads[session].forward(h)
     }
@@ -234,6 +370,7 @@ mod tests {
             embed_dropout: 0.1,
             n_bins: 20,
             prompts: 5,
+            positions: Positions::Learned,
         }
     }
 

@@ -1,0 +1,261 @@
+//! `mtm train` and `mtm eval`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mtm_dataloader::{Dataset, Split};
+use mtm_trainer::checkpoint;
+use mtm_trainer::config::{RunConfig, Task};
+use mtm_trainer::eval::{self, EvalOptions, Report};
+use mtm_trainer::train::{self, Observer, StepRecord, Trainer};
+
+/// Arguments of `mtm train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The run's TOML configuration (see configs/). Optional with --resume, which reads the
+    /// configuration stored in the checkpoint.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a configuration value, e.g. `--set train.steps=200 --set
+    /// masking.scheme=temporal --set data.root=s3://bucket/ibl --set out_dir=runs/x`.
+    /// Repeatable; values are TOML (bare words are strings).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue a run exactly where its newest checkpoint left it: give the run folder,
+    /// its checkpoints/ folder or one checkpoint folder.
+    #[arg(long, value_name = "RUN_OR_CHECKPOINT")]
+    resume: Option<PathBuf>,
+    /// Skip the evaluation at the end even when the configuration asks for it.
+    #[arg(long)]
+    no_eval: bool,
+}
+
+/// Arguments of `mtm eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset to evaluate on (default: the one the run trained on).
+    #[arg(long)]
+    data: Option<String>,
+    /// Split to score.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
+    /// Tasks, comma-separated: co-smooth, forward, intra, inter, choice, whisker
+    /// (default: the run's eval.tasks).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<Task>,
+    /// Sessions by eid, comma-separated (default: all the checkpoint knows).
+    #[arg(long, value_delimiter = ',')]
+    sessions: Vec<String>,
+    /// Write per-task log-rates, counts and scored masks (safetensors) under this folder.
+    #[arg(long)]
+    save_predictions: Option<PathBuf>,
+    /// Trial copies per forward pass in the leave-one-out tasks.
+    #[arg(long)]
+    rows_per_pass: Option<usize>,
+    /// Where to write the JSON report (default: eval-{split}.json beside the checkpoint).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "train" => Ok(Split::Train),
+        "val" => Ok(Split::Val),
+        "test" => Ok(Split::Test),
+        other => Err(format!(
+            "unknown split `{other}`; expected train, val or test"
+        )),
+    }
+}
+
+struct Bar {
+    bar: ProgressBar,
+}
+
+impl Observer for Bar {
+    fn start(&mut self, start_step: u64, total_steps: u64) {
+        self.bar.set_length(total_steps);
+        self.bar.set_position(start_step);
+        self.bar.reset_eta();
+    }
+
+    fn step(&mut self, r: &StepRecord) {
+        self.bar.set_position(r.step);
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} trials/s",
+            r.loss, r.lr, r.trials_per_s
+        ));
+    }
+
+    fn note(&mut self, message: &str) {
+        self.bar.println(message);
+    }
+}
+
+/// `mtm train`.
+pub fn train(args: TrainArgs) -> Result<ExitCode> {
+    let (config, resume) = match (&args.config, &args.resume) {
+        (_, Some(path)) => {
+            let dir = checkpoint::resolve(path)?;
+            let stored = checkpoint::read_config(&dir)?;
+            let config = match &args.config {
+                Some(file) => RunConfig::load(file, &args.overrides)?,
+                None => RunConfig::parse(
+                    &stored.to_toml(),
+                    &dir.display().to_string(),
+                    &args.overrides,
+                )?,
+            };
+            if config.model != stored.model || config.seed != stored.seed {
+                bail!(
+                    "{} was trained with other model sizes or another seed than the configuration given; resume with the stored one (leave out --config)",
+                    dir.display()
+                );
+            }
+            (config, Some(dir))
+        }
+        (Some(file), None) => (RunConfig::load(file, &args.overrides)?, None),
+        (None, None) => bail!("give --config FILE (see configs/) or --resume RUN_DIR"),
+    };
+    if resume.is_none() && config.out_dir.join("checkpoints").join("latest").exists() {
+        bail!(
+            "{} already holds a run; continue it with --resume {0}, or choose another out_dir (--set out_dir=...)",
+            config.out_dir.display()
+        );
+    }
+    if train::prepare_data(&config)? {
+        eprintln!("generated the synthetic dataset at {}", config.data.root);
+    }
+    let mut trainer = Trainer::new(config.clone(), resume.as_deref())
+        .with_context(|| format!("setting up the run in {}", config.out_dir.display()))?;
+    let sessions = trainer.sessions().len();
+    eprintln!(
+        "training {} parameters on {} session{} of {} ({} masking), {} steps{}",
+        trainer.n_parameters(),
+        sessions,
+        if sessions == 1 { "" } else { "s" },
+        config.data.root,
+        config.masking.scheme.name(),
+        trainer.total_steps,
+        resume
+            .as_ref()
+            .map(|d| format!(", resuming at step {} from {}", trainer.step, d.display()))
+            .unwrap_or_default(),
+    );
+    let bar = ProgressBar::new(trainer.total_steps).with_style(
+        ProgressStyle::with_template(
+            "{spinner} train [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut observer = Bar { bar };
+    trainer.run(&mut observer)?;
+    observer.bar.finish();
+    eprintln!("run written to {}", config.out_dir.display());
+    if config.eval.after_training && !args.no_eval {
+        let dataset = std::sync::Arc::clone(trainer.dataset());
+        let model = trainer.model().valid();
+        let options = EvalOptions {
+            split: Split::Test,
+            tasks: config.eval.tasks.clone(),
+            rows_per_pass: config.eval.rows_per_pass,
+            forward_fraction: config.eval.forward_fraction,
+            sessions: Vec::new(),
+            save_predictions: None,
+            masking: config.masking.scheme,
+            seed: config.seed,
+            heldout_group: 1,
+        };
+        drop(trainer);
+        let report = run_eval(&model, &dataset, &options)?;
+        write_report(&report, &config.out_dir.join("eval-test.json"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval(
+    model: &mtm_trainer::model::Ndt,
+    dataset: &Dataset,
+    options: &EvalOptions,
+) -> Result<Report> {
+    let total: usize = dataset
+        .sessions
+        .iter()
+        .filter(|s| model.session_index(&s.eid).is_some())
+        .filter(|s| options.sessions.is_empty() || options.sessions.contains(&s.eid))
+        .count()
+        * options.tasks.len();
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template(
+            "{spinner} eval [{bar:30}] {pos}/{len} tasks {msg} ({elapsed})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut started = false;
+    let report = eval::evaluate(model, dataset, options, &mut |eid, task| {
+        if started {
+            bar.inc(1);
+        }
+        started = true;
+        bar.set_message(format!("{} {}", &eid[..eid.len().min(8)], task.name()));
+    })?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+fn write_report(report: &Report, path: &Path) -> Result<()> {
+    println!(
+        "{} split, {} masking: bits per spike (per-unit mean), choice accuracy, whisker R²\n{}",
+        report.split,
+        report.masking,
+        eval::table(report)
+    );
+    let json = serde_json::to_string_pretty(report).expect("reports serialise");
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
+}
+
+/// `mtm eval`.
+pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
+    let device = burn::prelude::Device::flex();
+    let (dir, config, model) = checkpoint::load_for_inference(&args.checkpoint, &device)?;
+    let root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| config.data.root.clone());
+    let dataset = Dataset::open(&root)?;
+    let options = EvalOptions {
+        split: args.split,
+        tasks: if args.tasks.is_empty() {
+            config.eval.tasks.clone()
+        } else {
+            args.tasks.clone()
+        },
+        rows_per_pass: args.rows_per_pass.unwrap_or(config.eval.rows_per_pass),
+        forward_fraction: config.eval.forward_fraction,
+        sessions: args.sessions.clone(),
+        save_predictions: args.save_predictions.clone(),
+        masking: config.masking.scheme,
+        seed: config.seed,
+        heldout_group: 1,
+    };
+    let report = run_eval(&model, &dataset, &options)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| dir.join(format!("eval-{}.json", args.split.name())));
+    write_report(&report, &out)?;
+    if let Some(p) = &args.save_predictions {
+        eprintln!("predictions written under {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

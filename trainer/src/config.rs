@@ -1,0 +1,474 @@
+//! The run configuration: one TOML file, dotted `key=value` overrides, validated once.
+//!
+//! Every table rejects unknown keys, so a misspelt option is an error rather than a
+//! silently ignored line. The resolved configuration (file + overrides + defaults) is
+//! written next to every run's outputs and into every checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::masking::{Masking, Ratios, Scheme};
+use crate::model::ModelConfig;
+
+/// Everything a run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Folder the run writes into: `config.toml`, `metrics.jsonl`, `metrics.csv`,
+    /// `checkpoints/`, `eval.json`.
+    pub out_dir: PathBuf,
+    /// Seed of every random stream: weights, shuffling, masks, dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where the data comes from.
+    pub data: DataConfig,
+    /// Architecture.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Masking scheme(s).
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    /// Optimisation.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Evaluation after training (and by `mtm eval`).
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// Data source and batching.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset URL: a folder, `file://`, `s3://`, `gs://` or `az://` prefix, or a manifest.
+    pub root: String,
+    /// Sessions to train on, by eid; empty means every session in the dataset.
+    #[serde(default)]
+    pub sessions: Vec<String>,
+    /// When set and `root` is a local folder that does not exist yet, generate this
+    /// synthetic dataset there first (the fields of `mtm synth`: sessions, seed, units,
+    /// trials, regions as `[min, max]`, n_bins, binsize, wheel).
+    #[serde(default)]
+    pub synthesize: Option<mtm_dataloader::SynthConfig>,
+    /// Trials per batch (paper: 16). A batch holds trials of one session.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Batches read ahead of training.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// Threads that read and decode batches.
+    #[serde(default = "default_loader_threads")]
+    pub loader_threads: usize,
+}
+
+fn default_batch_size() -> usize {
+    16
+}
+fn default_prefetch() -> usize {
+    4
+}
+fn default_loader_threads() -> usize {
+    1
+}
+
+/// Which masking a run trains with.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// `temporal`, `neuron`, `causal`, `inter-region`, `intra-region`, `mtm` (prompted) or
+    /// `mtm-not-prompted`.
+    #[serde(default = "default_scheme")]
+    pub scheme: Masking,
+    /// Probability of masking a bin (temporal), a unit (neuron), or a unit inside the
+    /// chosen region (intra-region). Paper: 0.3.
+    #[serde(default = "default_ratio")]
+    pub ratio: f64,
+    /// Probability of masking a bin under the causal scheme. Paper: 0.6 inside MtM.
+    #[serde(default = "default_causal_ratio")]
+    pub causal_ratio: f64,
+}
+
+fn default_ratio() -> f64 {
+    Ratios::default().ratio
+}
+fn default_causal_ratio() -> f64 {
+    Ratios::default().causal_ratio
+}
+
+impl MaskingConfig {
+    /// The ratios the mask drawing takes.
+    pub fn ratios(&self) -> Ratios {
+        Ratios {
+            ratio: self.ratio,
+            causal_ratio: self.causal_ratio,
+        }
+    }
+}
+
+fn default_scheme() -> Masking {
+    Masking::Mtm
+}
+
+impl Default for MaskingConfig {
+    fn default() -> Self {
+        Self {
+            scheme: default_scheme(),
+            ratio: default_ratio(),
+            causal_ratio: default_causal_ratio(),
+        }
+    }
+}
+
+/// Whether the loss is averaged or summed over the masked entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossReduction {
+    /// Mean over masked entries: schemes comparable, learning rate independent of batch size.
+    Mean,
+    /// Sum over masked entries (the official code).
+    Sum,
+}
+
+/// Optimisation settings (spec §5 gives the paper's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps; 0 means `epochs` decides.
+    pub steps: u64,
+    /// Epochs (passes over the training split), used when `steps` is 0.
+    pub epochs: u64,
+    /// Peak learning rate of the one-cycle schedule (paper: 1e-4).
+    pub lr: f64,
+    /// AdamW weight decay (paper: 0.01).
+    pub weight_decay: f64,
+    /// Fraction of the steps spent warming up from lr/10 (paper: 0.15).
+    pub warmup_fraction: f64,
+    /// Clip the global gradient norm to this value; 0 turns clipping off.
+    pub clip_grad_norm: f64,
+    /// Batches whose gradients are summed into one optimizer step.
+    pub accumulate: usize,
+    /// `mean` (default) or `sum` of the Poisson loss over masked entries.
+    pub loss: LossReduction,
+    /// Log a metrics line every this many steps.
+    pub log_every: u64,
+    /// Compute the validation loss every this many steps (and at the end); 0 = only at the end.
+    pub validate_every: u64,
+    /// Validation batches per validation (0 = the whole validation split).
+    pub validate_batches: usize,
+    /// Write a checkpoint every this many steps (and at the end); 0 = only at the end.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (older ones are deleted); 0 keeps all.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 0,
+            epochs: 1000,
+            lr: 1e-4,
+            weight_decay: 0.01,
+            warmup_fraction: 0.15,
+            clip_grad_norm: 0.0,
+            accumulate: 1,
+            loss: LossReduction::Mean,
+            log_every: 10,
+            validate_every: 0,
+            validate_batches: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+/// One evaluation task (spec §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Leave-one-unit-out prediction (neuron prompt).
+    CoSmooth,
+    /// The last 10 % of bins from the earlier ones, causal attention (causal prompt).
+    Forward,
+    /// A held-out unit from the rest of its region only (intra-region prompt).
+    Intra,
+    /// A whole region from the other regions (inter-region prompt).
+    Inter,
+    /// Choice decoded from predicted rates (logistic regression; neuron prompt).
+    Choice,
+    /// Whisker motion energy decoded from predicted rates (ridge; causal prompt).
+    Whisker,
+}
+
+impl Task {
+    /// Every task, in the paper's column order.
+    pub const ALL: [Task; 6] = [
+        Task::CoSmooth,
+        Task::Forward,
+        Task::Intra,
+        Task::Inter,
+        Task::Choice,
+        Task::Whisker,
+    ];
+
+    /// The name used in configs, reports and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::CoSmooth => "co-smooth",
+            Task::Forward => "forward",
+            Task::Intra => "intra",
+            Task::Inter => "inter",
+            Task::Choice => "choice",
+            Task::Whisker => "whisker",
+        }
+    }
+
+    /// The scheme whose prompt token (and attention) the task uses.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            Task::CoSmooth | Task::Choice => Scheme::Neuron,
+            Task::Forward | Task::Whisker => Scheme::Causal,
+            Task::Intra => Scheme::IntraRegion,
+            Task::Inter => Scheme::InterRegion,
+        }
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown task `{s}`; expected one of {}",
+                    Task::ALL.map(Task::name).join(", ")
+                )
+            })
+    }
+}
+
+/// Evaluation settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate at the end of `mtm train`.
+    pub after_training: bool,
+    /// Tasks to run.
+    pub tasks: Vec<Task>,
+    /// Trial copies per forward pass in the leave-one-out tasks (each copy holds out other
+    /// units; each unit is scored only in its own copy).
+    pub rows_per_pass: usize,
+    /// Fraction of bins at the end of the trial that forward prediction predicts (spec: 0.1).
+    pub forward_fraction: f64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            after_training: true,
+            tasks: Task::ALL.to_vec(),
+            rows_per_pass: 256,
+            forward_fraction: 0.1,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`key.path=value`, the value parsed as TOML and
+    /// taken as a string when it is not valid TOML), and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Like [`RunConfig::load`] on text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let bad = |message: String| TrainError::Config {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        for item in overrides {
+            apply_override(&mut table, item).map_err(|m| bad(format!("--set {item}: {m}")))?;
+        }
+        let config: RunConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(bad(problems.join("; ")));
+        }
+        Ok(config)
+    }
+
+    /// Every problem with the values, as one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.model.problems();
+        let t = &self.train;
+        if t.steps == 0 && t.epochs == 0 {
+            out.push("set train.steps or train.epochs".into());
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            out.push(format!("train.lr must be positive, not {}", t.lr));
+        }
+        if !(0.0..1.0).contains(&t.warmup_fraction) {
+            out.push(format!(
+                "train.warmup_fraction must lie in [0, 1), not {}",
+                t.warmup_fraction
+            ));
+        }
+        if t.weight_decay < 0.0 || t.clip_grad_norm < 0.0 {
+            out.push("train.weight_decay and train.clip_grad_norm cannot be negative".into());
+        }
+        if t.accumulate == 0 || t.log_every == 0 {
+            out.push("train.accumulate and train.log_every must be at least 1".into());
+        }
+        if self.data.batch_size == 0 {
+            out.push("data.batch_size must be at least 1".into());
+        }
+        let r = self.masking.ratios();
+        for (name, p) in [("ratio", r.ratio), ("causal_ratio", r.causal_ratio)] {
+            if !(p > 0.0 && p <= 1.0) {
+                out.push(format!("masking.{name} must lie in (0, 1], not {p}"));
+            }
+        }
+        if self.eval.rows_per_pass == 0 {
+            out.push("eval.rows_per_pass must be at least 1".into());
+        }
+        if !(self.eval.forward_fraction > 0.0 && self.eval.forward_fraction < 1.0) {
+            out.push(format!(
+                "eval.forward_fraction must lie in (0, 1), not {}",
+                self.eval.forward_fraction
+            ));
+        }
+        out
+    }
+
+    /// The resolved configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a run config always serialises")
+    }
+}
+
+/// Sets `a.b.c = value` in `table`, creating tables on the way.
+fn apply_override(table: &mut toml::Table, item: &str) -> std::result::Result<(), String> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or("expected key=value, e.g. train.steps=100")?;
+    let path: Vec<&str> = key.trim().split('.').collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(format!("`{key}` is not a dotted key"));
+    }
+    let raw = raw.trim();
+    // A bare word such as `mtm` or a path is not TOML; take it as a string.
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, parents) = path.split_last().expect("split gives one part at least");
+    let mut cursor = table;
+    for part in parents {
+        let entry = cursor
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    cursor.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "out_dir = \"runs/x\"\n[data]\nroot = \"data/synthetic\"\n";
+
+    #[test]
+    fn defaults_are_the_papers() {
+        let c = RunConfig::parse(MINIMAL, "test", &[]).unwrap();
+        assert_eq!(c.model, ModelConfig::default());
+        assert_eq!(c.model.hidden, 512);
+        assert_eq!(c.train.lr, 1e-4);
+        assert_eq!(c.train.weight_decay, 0.01);
+        assert_eq!(c.data.batch_size, 16);
+        assert_eq!(c.masking.scheme, Masking::Mtm);
+        assert_eq!(c.masking.ratios(), Ratios::default());
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_bare_words_are_strings() {
+        let c = RunConfig::parse(
+            MINIMAL,
+            "test",
+            &[
+                "data.root=s3://bucket/ibl".into(),
+                "masking.scheme=temporal".into(),
+                "train.steps=7".into(),
+                "model.positions=rotary".into(),
+                "out_dir=/tmp/elsewhere".into(),
+                "eval.tasks=[\"co-smooth\", \"inter\"]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.data.root, "s3://bucket/ibl");
+        assert_eq!(c.masking.scheme, Masking::Single(Scheme::Temporal));
+        assert_eq!(c.train.steps, 7);
+        assert_eq!(c.model.positions, crate::model::Positions::Rotary);
+        assert_eq!(c.out_dir, PathBuf::from("/tmp/elsewhere"));
+        assert_eq!(c.eval.tasks, vec![Task::CoSmooth, Task::Inter]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_with_their_name() {
+        let err = RunConfig::parse(MINIMAL, "cfg.toml", &["train.stpes=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stpes") && err.contains("cfg.toml"), "{err}");
+        let err = RunConfig::parse(MINIMAL, "cfg.toml", &["masking.scheme=spatial".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spatial") && err.contains("mtm"), "{err}");
+        let err = RunConfig::parse(MINIMAL, "cfg.toml", &["model.heads=7".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multiple of model.heads"), "{err}");
+        let err = RunConfig::parse(MINIMAL, "cfg.toml", &["train.steps".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key=value"), "{err}");
+    }
+
+    #[test]
+    fn the_resolved_config_reads_back_equal() {
+        let c = RunConfig::parse(MINIMAL, "test", &["train.steps=3".into()]).unwrap();
+        let again = RunConfig::parse(&c.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 3,
+            "expected the shipped configs in {}",
+            dir.display()
+        );
+    }
+}
