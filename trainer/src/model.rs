@@ -401,10 +401,19 @@ mod tests {
 
     #[test]
     fn causal_mode_is_strictly_causal_prefix_tokens_included() {
+        for positions in [Positions::Learned, Positions::Rotary] {
+            check_causality(ModelConfig {
+                positions,
+                ..tiny()
+            });
+        }
+    }
+
+    fn check_causality(config: ModelConfig) {
         let _rng = rng_lock();
         let device = Device::flex();
         device.seed(1);
-        let model = tiny().init(&sessions(), &device).valid();
+        let model = config.init(&sessions(), &device).valid();
         let (b, t, n, cut) = (2, 20, 12, 13);
         let x = counts(1, b, t, n);
         let mut changed = x.clone();
@@ -445,6 +454,34 @@ mod tests {
             early > 1e-4,
             "bidirectional attention should see later bins ({early})"
         );
+    }
+
+    #[test]
+    fn rotary_positions_make_the_model_order_aware_without_learned_positions() {
+        let _rng = rng_lock();
+        let device = Device::flex();
+        device.seed(5);
+        let config = ModelConfig {
+            positions: Positions::Rotary,
+            ..tiny()
+        };
+        assert!(config.problems().is_empty());
+        let model = config.init(&sessions(), &device).valid();
+        // The same count vector in every bin: only positions can tell the bins apart.
+        let row: Vec<f32> = counts(5, 1, 1, 12);
+        let same: Vec<f32> = (0..20).flat_map(|_| row.clone()).collect();
+        let x = Tensor::<3>::from_data(TensorData::new(same, [1, 20, 12]), &device);
+        let out = values(model.forward(x, 0, None, false));
+        let spread = (0..12)
+            .map(|u| (out[u] - out[19 * 12 + u]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(spread > 1e-5, "rotary outputs ignore the bin ({spread})");
+        let odd = ModelConfig {
+            hidden: 30,
+            heads: 10,
+            ..config
+        };
+        assert!(odd.problems().iter().any(|p| p.contains("even head width")));
     }
 
     #[test]
