@@ -39,9 +39,10 @@ pub enum BenchCommand {
     /// C=668, D=512, 5 layers), with a forward / backward / optimizer breakdown; with
     /// --torch, the same architecture in PyTorch on CPU in the same run, and the ratio.
     Step(StepArgs),
-    /// Evaluation cost: co-smoothing as mtm batches it (exact leave-one-out, many held-out
-    /// units per forward pass) against the official scheme (8 units held out together,
-    /// one pass over the test split per group, about N/8 passes): wall time, passes, bps.
+    /// Evaluation cost of co-smoothing three ways: exact leave-one-out batched (many
+    /// held-out units per forward pass), groups of 8 batched, and the official scheme
+    /// (groups of 8, one pass over the test split per group: about N/8 passes). Prints
+    /// passes, wall time and bits per spike of each.
     Eval {
         /// Checkpoint (or run) folder.
         #[arg(long)]
@@ -341,39 +342,31 @@ fn eval(
     let device = burn::prelude::Device::flex();
     let (_, config, model) = mtm_trainer::checkpoint::load_for_inference(checkpoint, &device)?;
     let dataset = Dataset::open(&data.unwrap_or_else(|| config.data.root.clone()))?;
-    let base = EvalOptions {
-        split: Split::Test,
-        tasks: vec![Task::CoSmooth],
-        rows_per_pass,
-        forward_fraction: config.eval.forward_fraction,
-        sessions: Vec::new(),
-        save_predictions: None,
-        masking: config.masking.scheme,
-        seed: config.seed,
-        heldout_group: 1,
-    };
+    let mut base = EvalOptions::from_config(&config);
+    base.tasks = vec![Task::CoSmooth];
+    base.rows_per_pass = rows_per_pass;
     println!(
         "scheme                              session   units trials  passes  wall(s)  bps(per-unit mean)"
     );
-    for (name, group) in [
-        ("mtm: exact leave-one-out, batched", 1),
-        ("official: 8 units per pass", 8),
-    ] {
+    let trials = dataset
+        .sessions
+        .iter()
+        .map(|s| s.trials(Split::Test))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    // (name, units held out together, rows per pass): the official code runs one pass over
+    // the whole split per group of 8 units.
+    let schemes = [
+        ("mtm: exact leave-one-out, batched", 1, rows_per_pass),
+        ("mtm: groups of 8, batched", 8, rows_per_pass),
+        ("official: groups of 8, a pass each", 8, trials),
+    ];
+    for (name, group, rows) in schemes {
         let mut options = base.clone();
         options.heldout_group = group;
-        let report = if group == 1 {
-            evaluate(&model, &dataset, &options, &mut |_, _| {})?
-        } else {
-            // One pass per group of 8 units over the whole split, as the official code.
-            let trials = dataset
-                .sessions
-                .iter()
-                .map(|s| s.trials(Split::Test))
-                .max()
-                .unwrap_or(1);
-            options.rows_per_pass = trials.max(1);
-            evaluate(&model, &dataset, &options, &mut |_, _| {})?
-        };
+        options.rows_per_pass = rows;
+        let report = evaluate(&model, &dataset, &options, &mut |_, _| {})?;
         for s in &report.sessions {
             if let Some(TaskScore::Activity(a)) = s.tasks.first().map(|t| &t.score) {
                 println!(
