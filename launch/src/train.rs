@@ -208,7 +208,7 @@ fn run_eval(
 
 fn write_report(report: &Report, path: &Path) -> Result<()> {
     println!(
-        "{} split, {} masking: bits per spike (per-unit mean), choice accuracy, whisker R²\n{}",
+        "{} split, {} masking: bits per spike (per-unit mean), choice accuracy and whisker R² (chance)\n{}",
         report.split,
         report.masking,
         eval::table(report)

@@ -554,24 +554,26 @@ fn save_predictions(
     })
 }
 
-/// The report as a table in the paper's column order: one row per session and a mean row.
+/// The report as a table in the paper's column order: one row per session and a mean row;
+/// decoding cells carry the chance level in parentheses.
 pub fn table(report: &Report) -> String {
     let tasks: Vec<Task> = report.mean.iter().map(|(t, _)| *t).collect();
     let mut out = format!("{:<38}", "session");
     for t in &tasks {
-        out.push_str(&format!("{:>11}", t.name()));
+        out.push_str(&format!("{:>15}", t.name()));
     }
     out.push('\n');
-    let cell = |v: Option<f64>| v.map_or(format!("{:>11}", "-"), |v| format!("{v:>11.4}"));
+    let cell = |v: Option<f64>| v.map_or(format!("{:>15}", "-"), |v| format!("{v:>15.4}"));
     for s in &report.sessions {
         out.push_str(&format!("{:<38}", s.eid));
         for t in &tasks {
-            let v = s
-                .tasks
-                .iter()
-                .find(|r| r.task == *t)
-                .and_then(|r| r.score.headline());
-            out.push_str(&cell(v));
+            let result = s.tasks.iter().find(|r| r.task == *t).map(|r| &r.score);
+            out.push_str(&match result {
+                Some(TaskScore::Decoding(d)) => {
+                    format!("{:>15}", format!("{:.4} ({:.2})", d.value, d.chance))
+                }
+                other => cell(other.and_then(TaskScore::headline)),
+            });
         }
         out.push('\n');
     }

@@ -370,8 +370,9 @@ impl Trainer {
     }
 
     /// Mean masked loss over the validation split, with masks drawn from a fixed stream so
-    /// that every validation of a run sees the same masks.
-    pub fn validate(&self) -> Result<f64> {
+    /// that every validation of a run sees the same masks; `None` when the trained sessions
+    /// have no validation trials.
+    pub fn validate(&self) -> Result<Option<f64>> {
         validation_loss(
             &self.model().valid(),
             &self.dataset,
@@ -427,8 +428,13 @@ impl Trainer {
             let val_loss =
                 if last || (train.validate_every > 0 && self.step % train.validate_every == 0) {
                     let v = self.validate()?;
-                    observer.note(&format!("step {}: validation loss {v:.5}", self.step));
-                    Some(v)
+                    match v {
+                        Some(v) => {
+                            observer.note(&format!("step {}: validation loss {v:.5}", self.step))
+                        }
+                        None => observer.note("no validation trials: validation skipped"),
+                    }
+                    v
                 } else {
                     None
                 };
@@ -462,14 +468,15 @@ impl Trainer {
 }
 
 /// The mean masked loss of `model` on the validation split (the first `max_batches`
-/// batches; 0 = all). Masks come from a stream fixed by the seed.
+/// batches; 0 = all), `None` without validation trials. Masks come from a stream fixed by
+/// the seed.
 pub fn validation_loss(
     model: &Ndt,
     dataset: &Dataset,
     map: &SessionMap,
     config: &RunConfig,
     max_batches: usize,
-) -> Result<f64> {
+) -> Result<Option<f64>> {
     let device = Device::flex();
     let mean = config.train.loss == LossReduction::Mean;
     let counts = dataset.trial_counts(Split::Val);
@@ -511,13 +518,7 @@ pub fn validation_loss(
             dataset.recycle(batch);
         }
     }
-    if batches == 0 {
-        return Err(TrainError::Mismatch(format!(
-            "{} has no validation trials for the trained sessions",
-            dataset.root
-        )));
-    }
-    Ok(total / batches as f64)
+    Ok((batches > 0).then(|| total / batches as f64))
 }
 
 /// `metrics.jsonl` and `metrics.csv`, appended as the run goes. On resume, lines past the

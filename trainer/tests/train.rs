@@ -178,9 +178,9 @@ fn training_lowers_the_validation_loss_on_synthetic_data() {
         ],
     );
     let mut trainer = Trainer::new(config, None).unwrap();
-    let before = trainer.validate().unwrap();
+    let before = trainer.validate().unwrap().expect("validation trials");
     trainer.run(&mut Silent).unwrap();
-    let after = trainer.validate().unwrap();
+    let after = trainer.validate().unwrap().expect("validation trials");
     assert!(
         after < before * 0.9,
         "validation loss went from {before} to {after}"
