@@ -79,8 +79,11 @@ fn parse_split(s: &str) -> Result<Split, String> {
     }
 }
 
+/// The progress bar on a terminal; plain lines every `log_every` steps otherwise (Slurm
+/// logs, pipes), where indicatif draws nothing.
 struct Bar {
     bar: ProgressBar,
+    log_every: u64,
 }
 
 impl Observer for Bar {
@@ -91,6 +94,16 @@ impl Observer for Bar {
     }
 
     fn step(&mut self, r: &StepRecord) {
+        if self.bar.is_hidden() && r.step % self.log_every == 0 {
+            eprintln!(
+                "step {}/{}: loss {:.4} lr {:.2e} {:.0} trials/s",
+                r.step,
+                self.bar.length().unwrap_or(0),
+                r.loss,
+                r.lr,
+                r.trials_per_s
+            );
+        }
         self.bar.set_position(r.step);
         self.bar.set_message(format!(
             "loss {:.4} lr {:.2e} {:.0} trials/s",
@@ -99,7 +112,11 @@ impl Observer for Bar {
     }
 
     fn note(&mut self, message: &str) {
-        self.bar.println(message);
+        if self.bar.is_hidden() {
+            eprintln!("{message}");
+        } else {
+            self.bar.println(message);
+        }
     }
 }
 
@@ -160,7 +177,10 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let mut observer = Bar { bar };
+    let mut observer = Bar {
+        bar,
+        log_every: config.train.log_every.max(1),
+    };
     trainer.run(&mut observer)?;
     observer.bar.finish();
     eprintln!("run written to {}", config.out_dir.display());
