@@ -107,8 +107,9 @@ impl Basis {
 
     /// Rows of `k_new` (new x train) centred like the training kernel.
     fn centre(&self, k_new: &DMatrix<f64>) -> DMatrix<f64> {
+        let row_mean: Vec<f64> = k_new.row_iter().map(|r| r.mean()).collect();
         DMatrix::from_fn(k_new.nrows(), k_new.ncols(), |i, j| {
-            k_new[(i, j)] - k_new.row(i).mean() - self.col_mean[j] + self.all_mean
+            k_new[(i, j)] - row_mean[i] - self.col_mean[j] + self.all_mean
         })
     }
 
