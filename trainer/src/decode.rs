@@ -146,24 +146,32 @@ fn submatrix(m: &DMatrix<f64>, rows: &[usize], cols: &[usize]) -> DMatrix<f64> {
     DMatrix::from_fn(rows.len(), cols.len(), |i, j| m[(rows[i], cols[j])])
 }
 
-/// Ridge predictions for `k_new` (new x train kernel) from targets `y` (train x outputs).
+/// Ridge predictions for `k_new` (new x train kernel) from targets `y` (train x outputs),
+/// one matrix per alpha; the projections every alpha shares are computed once.
 fn ridge_predict(
     basis: &Basis,
     k_new: &DMatrix<f64>,
     y: &DMatrix<f64>,
-    alpha: f64,
-) -> DMatrix<f64> {
+    alphas: &[f64],
+) -> Vec<DMatrix<f64>> {
     let y_mean = DVector::from_fn(y.ncols(), |j, _| y.column(j).mean());
     let centred = DMatrix::from_fn(y.nrows(), y.ncols(), |i, j| y[(i, j)] - y_mean[j]);
-    let mut proj = basis.vectors.transpose() * centred;
-    for (i, mut row) in proj.row_iter_mut().enumerate() {
-        row /= basis.values[i] + alpha;
-    }
-    let mut pred = basis.centre(k_new) * &basis.vectors * proj;
-    for mut row in pred.row_iter_mut() {
-        row += y_mean.transpose();
-    }
-    pred
+    let target_coords = basis.vectors.transpose() * centred;
+    let new_coords = basis.centre(k_new) * &basis.vectors;
+    alphas
+        .iter()
+        .map(|&alpha| {
+            let mut proj = target_coords.clone();
+            for (i, mut row) in proj.row_iter_mut().enumerate() {
+                row /= basis.values[i] + alpha;
+            }
+            let mut pred = &new_coords * proj;
+            for mut row in pred.row_iter_mut() {
+                row += y_mean.transpose();
+            }
+            pred
+        })
+        .collect()
 }
 
 /// R² over every entry (trials x outputs) against the entries' own mean.
@@ -207,13 +215,14 @@ pub fn ridge_r2(
         let k_va = submatrix(&k.fit, &va, &tr);
         let y_tr = y.select_rows(&tr);
         let y_va = y.select_rows(&va);
-        for (score, &alpha) in cv.iter_mut().zip(&RIDGE_ALPHA) {
-            *score += r2(&y_va, &ridge_predict(&basis, &k_va, &y_tr, alpha)) / FOLDS as f64;
+        let predictions = ridge_predict(&basis, &k_va, &y_tr, &RIDGE_ALPHA);
+        for (score, pred) in cv.iter_mut().zip(&predictions) {
+            *score += r2(&y_va, pred) / FOLDS as f64;
         }
     }
     let best = argmax(&cv);
     let basis = Basis::new(&k.fit);
-    let pred = ridge_predict(&basis, &k.cross, &y, RIDGE_ALPHA[best]);
+    let pred = ridge_predict(&basis, &k.cross, &y, &[RIDGE_ALPHA[best]]).remove(0);
     DecodeScore {
         metric: "r2",
         value: r2(&y_test, &pred),
@@ -426,7 +435,7 @@ mod tests {
         let k = kernels(&x, &xt, dim);
         let basis = Basis::new(&k.fit);
         let targets = DMatrix::from_row_slice(40, 2, &y);
-        let kernel_pred = ridge_predict(&basis, &k.cross, &targets, 3.0);
+        let kernel_pred = ridge_predict(&basis, &k.cross, &targets, &[3.0]).remove(0);
         // Primal: standardised X, centred, w = (XᵀX + αI)⁻¹ Xᵀ(y - ȳ).
         let standardise = |rows: &[f32]| {
             let fit = DMatrix::from_fn(40, dim, |i, j| f64::from(x[i * dim + j]));

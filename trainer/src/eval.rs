@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::Task;
 use crate::decode::{self, DecodeScore};
 use crate::error::{Result, TrainError};
-use crate::masking::Masking;
+use crate::masking::{Masking, region_indices};
 use crate::metrics::{bps_per_unit_mean, bps_pooled_nlb};
 use crate::model::Ndt;
 
@@ -237,16 +237,6 @@ pub fn evaluate(
         sessions,
         mean,
     })
-}
-
-fn region_indices(regions: &[String]) -> Vec<usize> {
-    let mut names: Vec<&String> = regions.iter().collect();
-    names.sort();
-    names.dedup();
-    regions
-        .iter()
-        .map(|r| names.binary_search(&r).expect("present"))
-        .collect()
 }
 
 /// Held-out units of one copy, and the units scored from it.

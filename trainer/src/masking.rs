@@ -180,6 +180,18 @@ fn bernoulli_at_least_one(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
     picked
 }
 
+/// Each unit's region as a small integer (regions numbered in name order), the form
+/// [`draw`] and the evaluation take.
+pub fn region_indices(regions: &[String]) -> Vec<usize> {
+    let mut names: Vec<&String> = regions.iter().collect();
+    names.sort();
+    names.dedup();
+    regions
+        .iter()
+        .map(|r| names.binary_search(&r).expect("present"))
+        .collect()
+}
+
 /// Draws one trial's mask. `regions[u]` is unit u's region index.
 pub fn draw(
     scheme: Scheme,

@@ -88,15 +88,7 @@ impl SessionMap {
         let regions = dataset
             .sessions
             .iter()
-            .map(|s| {
-                let mut names: Vec<&String> = s.regions.iter().collect();
-                names.sort();
-                names.dedup();
-                s.regions
-                    .iter()
-                    .map(|r| names.binary_search(&r).expect("present"))
-                    .collect()
-            })
+            .map(|s| masking::region_indices(&s.regions))
             .collect();
         Self {
             model_index,
