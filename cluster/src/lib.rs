@@ -1,8 +1,21 @@
-//! The cluster layer of mtm: the only crate that knows about launchers and, once
-//! data-parallel training lands, MPI and NCCL.
+//! The cluster layer of mtm: the only crate that knows about launchers, MPI and NCCL.
 //!
-//! Today it answers one question for the rest of the workspace: which rank of how many is
-//! this process, on which node, read from the launcher's environment.
+//! It answers two questions for the rest of the workspace: which rank of how many is this
+//! process ([`Topology`], read from the launcher's environment), and how do processes
+//! combine their numbers ([`Collective`]: single process, MPI, or NCCL behind the `nccl`
+//! feature). Every collective has a timeout; a rank that stops answering is named.
+
+pub mod collective;
+pub mod mpi_backend;
+#[cfg(feature = "nccl")]
+pub mod nccl_backend;
+
+pub use collective::{
+    Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_reduce_bucketed,
+};
+pub use mpi_backend::MpiCollective;
+#[cfg(feature = "nccl")]
+pub use nccl_backend::NcclCollective;
 
 use serde::Serialize;
 
@@ -118,6 +131,19 @@ impl Topology {
             t
         } else if let (Some(rank), Some(size)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
             let nodes = num("SLURM_NNODES")?.unwrap_or(1).max(1);
+            // A plain number when every node runs the same count ("2(x3)" otherwise).
+            if let Some(per_node) =
+                var("SLURM_NTASKS_PER_NODE").and_then(|v| v.parse::<usize>().ok())
+                && per_node * nodes != size
+            {
+                return Err(TopologyError::Inconsistent {
+                    launcher: Launcher::Slurm,
+                    reason: format!(
+                        "SLURM_NTASKS={size} but SLURM_NNODES={nodes} x SLURM_NTASKS_PER_NODE={per_node} = {}",
+                        per_node * nodes
+                    ),
+                });
+            }
             Self {
                 rank,
                 world_size: size,
@@ -131,6 +157,21 @@ impl Topology {
         };
         topology.validate()?;
         Ok(topology)
+    }
+
+    /// Checks that every local rank can have a GPU of its own when `visible` GPUs are
+    /// visible to this process (one GPU per local rank, by local rank).
+    pub fn check_gpus(&self, visible: usize) -> Result<(), TopologyError> {
+        if visible <= self.local_rank {
+            return Err(TopologyError::Inconsistent {
+                launcher: self.source,
+                reason: format!(
+                    "local rank {} of {} on node {} needs GPU {} but only {visible} are visible (CUDA_VISIBLE_DEVICES); start at most {visible} processes per node",
+                    self.local_rank, self.local_size, self.node, self.local_rank
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), TopologyError> {
@@ -162,6 +203,16 @@ impl Topology {
             ));
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rank {} of {} (local rank {} of {} on node {}, from {:?})",
+            self.rank, self.world_size, self.local_rank, self.local_size, self.node, self.source
+        )
     }
 }
 
@@ -222,6 +273,31 @@ mod tests {
         let err = from(&[("PMI_RANK", "4"), ("PMI_SIZE", "4")]).unwrap_err();
         assert!(
             err.to_string().contains("rank 4 is not below world size 4"),
+            "{err}"
+        );
+        let err = from(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "6"),
+            ("SLURM_NNODES", "2"),
+            ("SLURM_NTASKS_PER_NODE", "4"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("2 x SLURM_NTASKS_PER_NODE=4 = 8"),
+            "{err}"
+        );
+        let t = from(&[
+            ("OMPI_COMM_WORLD_RANK", "3"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+        ])
+        .unwrap();
+        assert!(t.check_gpus(2).is_ok());
+        let err = t.check_gpus(1).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("needs GPU 1 but only 1 are visible"),
             "{err}"
         );
         let err = from(&[("SLURM_PROCID", "x"), ("SLURM_NTASKS", "4")]).unwrap_err();

@@ -7,11 +7,12 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use mtm_cluster::{Collective, MpiCollective, Topology};
 use mtm_dataloader::{Dataset, Split};
 use mtm_trainer::checkpoint;
-use mtm_trainer::config::{RunConfig, Task};
+use mtm_trainer::config::{DeviceKind, RunConfig, Task};
 use mtm_trainer::eval::{self, EvalOptions, Report};
-use mtm_trainer::train::{self, Observer, StepRecord, Trainer};
+use mtm_trainer::train::{self, Observer, Placement, StepRecord, Trainer};
 
 /// Arguments of `mtm train`.
 #[derive(Args, Debug)]
@@ -151,20 +152,118 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             config.out_dir.display()
         );
     }
-    if train::prepare_data(&config)? {
+    let (placement, topology) = placement(&config)?;
+    let rank = topology.rank;
+    let world = topology.world_size;
+    let result = train_as(args, config, resume, placement, &topology);
+    if world > 1 {
+        return result.with_context(|| format!("rank {rank} of {world}"));
+    }
+    result
+}
+
+/// The launcher's topology and the collective that goes with it: one process alone, MPI
+/// between CPU ranks, NCCL between GPU ranks.
+fn placement(config: &RunConfig) -> Result<(Placement, Topology)> {
+    let topology = Topology::from_env()?;
+    if topology.world_size == 1 {
+        return Ok((Placement::single(), topology));
+    }
+    let timeout = std::time::Duration::from_secs_f64(config.distributed.timeout_s);
+    let mpi = MpiCollective::init(timeout)?;
+    if mpi.world_size() != topology.world_size || mpi.rank() != topology.rank {
+        bail!(
+            "the launcher says {topology} but MPI says rank {} of {}: start mtm with mpirun (Open MPI) or srun --mpi=pmix, and build it against the same MPI",
+            mpi.rank(),
+            mpi.world_size()
+        );
+    }
+    if topology.rank == 0 {
+        eprintln!(
+            "{} ranks over {} node(s), {} per node ({:?} launcher); collectives: {} ({}), timeout {:.0} s",
+            topology.world_size,
+            topology.world_size.div_ceil(topology.local_size),
+            topology.local_size,
+            topology.source,
+            match config.distributed.device {
+                DeviceKind::Cpu => "mpi",
+                DeviceKind::Cuda => "nccl",
+            },
+            MpiCollective::library_version(),
+            config.distributed.timeout_s
+        );
+    }
+    let comm: Box<dyn Collective> = match config.distributed.device {
+        DeviceKind::Cpu => Box::new(mpi),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES")
+                .ok()
+                .map(|v| v.split(',').filter(|s| !s.trim().is_empty()).count());
+            if let Some(visible) = visible {
+                topology.check_gpus(visible)?;
+            }
+            Box::new(mtm_cluster::NcclCollective::init(mpi, topology.local_rank)?)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => {
+            bail!(
+                "distributed.device = \"cuda\" needs mtm built with --features cuda (see the README)"
+            )
+        }
+    };
+    Ok((
+        Placement {
+            comm,
+            local_rank: topology.local_rank,
+        },
+        topology,
+    ))
+}
+
+fn train_as(
+    args: TrainArgs,
+    config: RunConfig,
+    resume: Option<PathBuf>,
+    mut placement: Placement,
+    topology: &Topology,
+) -> Result<ExitCode> {
+    let lead = topology.rank == 0;
+    // Rank 0 generates a missing synthetic dataset while the others wait for it.
+    let generated = if lead {
+        train::prepare_data(&config)
+    } else {
+        Ok(false)
+    };
+    let generated_ok = generated.is_ok();
+    let all = placement
+        .comm
+        .all_gather(&[f64::from(u8::from(generated_ok))])?;
+    if generated? {
         eprintln!("generated the synthetic dataset at {}", config.data.root);
     }
-    let mut trainer = Trainer::new(config.clone(), resume.as_deref())
+    if all[0] == 0.0 {
+        bail!("rank 0 could not generate the synthetic dataset");
+    }
+    let mut trainer = Trainer::with_placement(config.clone(), resume.as_deref(), placement)
         .with_context(|| format!("setting up the run in {}", config.out_dir.display()))?;
+    if !lead {
+        trainer.run(&mut train::Silent)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let sessions = trainer.sessions().len();
     eprintln!(
-        "training {} parameters on {} session{} of {} ({} masking), {} steps{}",
+        "training {} parameters on {} session{} of {} ({} masking), {} steps of {} trials ({} rank(s) x {} x {} accumulated){}",
         trainer.n_parameters(),
         sessions,
         if sessions == 1 { "" } else { "s" },
         config.data.root,
         config.masking.scheme.name(),
         trainer.total_steps,
+        topology.world_size * config.data.batch_size * config.train.accumulate,
+        topology.world_size,
+        config.data.batch_size,
+        config.train.accumulate,
         resume
             .as_ref()
             .map(|d| format!(", resuming at step {} from {}", trainer.step, d.display()))
@@ -186,7 +285,11 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     eprintln!("run written to {}", config.out_dir.display());
     if config.eval.after_training && !args.no_eval {
         let dataset = std::sync::Arc::clone(trainer.dataset());
-        let model = trainer.model().valid();
+        // Evaluation runs on the CPU: copy the weights over from wherever training ran.
+        let model = trainer
+            .model()
+            .valid()
+            .to_device(&burn::prelude::Device::flex());
         let options = EvalOptions::from_config(&config);
         drop(trainer);
         let report = run_eval(&model, &dataset, &options)?;

@@ -34,8 +34,12 @@ pub struct TrainState {
     pub step: u64,
     /// Steps of the whole run.
     pub total_steps: u64,
-    /// The position of the training stream.
+    /// The position of rank 0's training stream; with `world_size` it gives the global
+    /// position, from which a run with any number of ranks resumes.
     pub sampler: SamplerState,
+    /// Ranks of the run that wrote the checkpoint.
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// The run's seed.
     pub seed: u64,
     /// How the random streams are keyed (all are pure functions of these, so this and the
@@ -43,11 +47,20 @@ pub struct TrainState {
     pub rank_streams: String,
 }
 
+fn one() -> usize {
+    1
+}
+
 fn bad(path: &Path, message: impl Into<String>) -> TrainError {
     TrainError::Checkpoint {
         path: path.to_path_buf(),
         message: message.into(),
     }
+}
+
+/// The folder of step `step`'s checkpoint under `dir`.
+pub fn step_dir(dir: &Path, step: u64) -> PathBuf {
+    dir.join(format!("step-{step:08}"))
 }
 
 /// Writes a checkpoint into `dir` and returns its folder; keeps the newest `keep` (0: all).
@@ -60,8 +73,12 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
-    let name = format!("step-{:08}", state.step);
-    let final_dir = dir.join(&name);
+    let final_dir = step_dir(dir, state.step);
+    let name = final_dir
+        .file_name()
+        .expect("step folders have names")
+        .to_string_lossy()
+        .into_owned();
     let tmp = dir.join(format!(".{name}.partial"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(TrainError::io(&tmp))?;

@@ -36,6 +36,70 @@ pub struct RunConfig {
     /// Evaluation after training (and by `mtm eval`).
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Data-parallel training across processes (read when the run is started under
+    /// `mpirun`, `srun` or another launcher; a single process ignores most of it).
+    #[serde(default)]
+    pub distributed: DistributedConfig,
+}
+
+/// Where the model computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    /// The CPU (burn's flex backend); ranks all-reduce over MPI.
+    Cpu,
+    /// One CUDA GPU per local rank (needs a build with `--features cuda`); ranks
+    /// all-reduce over NCCL.
+    Cuda,
+}
+
+/// What a rank does when its gradients hold NaN or Inf before the all-reduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFinitePolicy {
+    /// Stop the run with an error naming the step and the ranks.
+    Stop,
+    /// Skip the optimizer step on every rank, log it, and go on.
+    Skip,
+}
+
+/// Data-parallel settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedConfig {
+    /// `cpu` or `cuda`.
+    pub device: DeviceKind,
+    /// Seconds any collective may take before the rank gives up, names the ranks that
+    /// stopped answering, and exits non-zero. Must exceed the longest legitimate wait
+    /// (a checkpoint save, rank 0's validation).
+    pub timeout_s: f64,
+    /// Gradient all-reduce bucket size in MB of f32 (PyTorch DDP's default: 25).
+    pub bucket_mb: f64,
+    /// `stop` or `skip` when a rank's gradients are not finite (checked before the
+    /// all-reduce, so one rank's NaN never reaches the others).
+    pub non_finite: NonFinitePolicy,
+    /// Log the step-time breakdown (data wait, forward, backward, all-reduce, optimizer)
+    /// every this many steps; 0 = never.
+    pub breakdown_every: u64,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        Self {
+            device: DeviceKind::Cpu,
+            timeout_s: 300.0,
+            bucket_mb: 25.0,
+            non_finite: NonFinitePolicy::Stop,
+            breakdown_every: 100,
+        }
+    }
+}
+
+impl DistributedConfig {
+    /// Floats per all-reduce bucket.
+    pub fn bucket_elems(&self) -> usize {
+        ((self.bucket_mb * 1e6 / 4.0) as usize).max(1)
+    }
 }
 
 /// Data source and batching.
@@ -343,6 +407,13 @@ impl RunConfig {
             if !(p > 0.0 && p <= 1.0) {
                 out.push(format!("masking.{name} must lie in (0, 1], not {p}"));
             }
+        }
+        let d = &self.distributed;
+        if !(d.timeout_s > 0.0 && d.timeout_s.is_finite() && d.bucket_mb > 0.0) {
+            out.push(format!(
+                "distributed.timeout_s and distributed.bucket_mb must be positive, not {} and {}",
+                d.timeout_s, d.bucket_mb
+            ));
         }
         if self.eval.rows_per_pass == 0 || self.eval.heldout_group == 0 {
             out.push("eval.rows_per_pass and eval.heldout_group must be at least 1".into());

@@ -36,6 +36,9 @@ pub enum TrainError {
     /// The data does not fit the run (unknown session, too few bins, no trials).
     #[error("{0}")]
     Mismatch(String),
+    /// A collective between ranks failed (its message names rank, step and sequence).
+    #[error(transparent)]
+    Collective(#[from] mtm_cluster::CollectiveError),
     /// The loss or the gradients stopped being finite.
     #[error("step {step}: {what} is not finite (lower train.lr or set train.clip_grad_norm)")]
     NonFinite {

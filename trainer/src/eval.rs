@@ -148,7 +148,7 @@ pub fn evaluate(
     options: &EvalOptions,
     progress: &mut dyn FnMut(&str, Task),
 ) -> Result<Report> {
-    let device = Device::flex();
+    let device = model.device();
     let mut sessions = Vec::new();
     for (index, session) in dataset.sessions.iter().enumerate() {
         if !options.sessions.is_empty() && !options.sessions.contains(&session.eid) {

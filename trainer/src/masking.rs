@@ -2,8 +2,10 @@
 //!
 //! A mask says which (bin, unit) entries of a `(T, N)` trial are zeroed in the input and
 //! which are scored by the loss. One scheme is drawn per batch ([`Masking::choose`]); masks
-//! are drawn per trial from a stream that is a pure function of (seed, rank, epoch, step)
-//! ([`mask_stream`]), so ranks draw different masks and a resumed run draws the same ones.
+//! are drawn per trial from a stream that is a pure function of (seed, epoch, global batch
+//! index) ([`mask_stream`]): ranks hold different batches and so draw different masks, a
+//! resumed run draws the same ones, and a batch gets the same masks whichever rank of
+//! however many processes it (so 2 ranks repeat 1 rank accumulating 2 batches).
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -165,9 +167,10 @@ pub struct TrialMask {
     pub scored: Vec<bool>,
 }
 
-/// The stream masks of one step are drawn from.
-pub fn mask_stream(seed: u64, rank: usize, epoch: u64, step: u64) -> ChaCha8Rng {
-    mtm_dataloader::sampler::stream(seed, &[rank as u64, epoch, step, 0x6d61_736b])
+/// The stream the masks of one batch are drawn from: batch `global_batch` of the epoch's
+/// plan (before sharding over ranks, see `mtm_dataloader::sampler`).
+pub fn mask_stream(seed: u64, epoch: u64, global_batch: u64) -> ChaCha8Rng {
+    mtm_dataloader::sampler::stream(seed, &[epoch, global_batch, 0x6d61_736b])
 }
 
 /// Draws indices with probability `p` each, at least one (a mask that scores nothing
@@ -346,30 +349,30 @@ mod tests {
         }
 
         #[test]
-        fn masks_are_a_pure_function_of_the_stream_key(seed: u64, rank in 0usize..8, epoch in 0u64..4, step in 0u64..100) {
+        fn masks_are_a_pure_function_of_the_stream_key(seed: u64, epoch in 0u64..4, step in 0u64..100) {
             let regions = [0, 0, 1, 2, 2, 2];
-            let a = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, rank, epoch, step));
-            let b = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, rank, epoch, step));
+            let a = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, epoch, step));
+            let b = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, epoch, step));
             prop_assert_eq!(a, b);
         }
     }
 
     #[test]
-    fn ranks_draw_different_masks() {
+    fn neighbouring_batches_draw_different_masks() {
         let regions: Vec<usize> = (0..50).map(|u| u % 4).collect();
         let a = draw(
             Scheme::Neuron,
             10,
             &regions,
             Ratios::default(),
-            &mut mask_stream(1, 0, 0, 5),
+            &mut mask_stream(1, 0, 5),
         );
         let b = draw(
             Scheme::Neuron,
             10,
             &regions,
             Ratios::default(),
-            &mut mask_stream(1, 1, 0, 5),
+            &mut mask_stream(1, 0, 6),
         );
         assert_ne!(a, b);
     }

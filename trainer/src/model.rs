@@ -267,6 +267,11 @@ impl burn::module::ModuleVisitor for Materialize {
 }
 
 impl Ndt {
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.positions.val().device()
+    }
+
     /// The sessions, in stitcher order.
     pub fn sessions(&self) -> &[SessionSpec] {
         &self.sessions

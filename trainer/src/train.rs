@@ -2,18 +2,26 @@
 //! clipping, validation, metrics files and checkpoints, resumable exactly.
 //!
 //! Every random draw is a pure function of the seed and the position in the run: the
-//! weights of the seed; shuffling of (seed, epoch); masks of (seed, rank, epoch, step);
-//! dropout of (seed, rank, step, micro-batch), reseeded before every forward pass. A run
-//! resumed from a checkpoint therefore repeats the uninterrupted run bit for bit on CPU.
+//! weights of the seed; shuffling of (seed, epoch); masks and dropout of (seed, epoch,
+//! global batch index), the device generator reseeded before every forward pass. A run
+//! resumed from a checkpoint therefore repeats the uninterrupted run bit for bit on CPU,
+//! and a batch is masked the same way whichever rank trains it.
+//!
+//! Data parallelism (a [`Collective`] with more than one rank): each rank trains its shard
+//! of every epoch's batches; per step the ranks all-reduce one small vector (which
+//! parameters were touched, which ranks saw non-finite gradients, loss and trial counts)
+//! and then the flat gradient buffer in fixed-size buckets, in fp32, so every rank applies
+//! the same update. Rank 0 alone logs and writes checkpoints.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use mtm_cluster::{Collective, CollectiveError, ReduceOp, SingleProcess, all_reduce_bucketed};
 use mtm_dataloader::dataset::{Batch, Dataset, OpenOptions};
 use mtm_dataloader::loader::{Loader, PrefetchConfig};
 use mtm_dataloader::sampler::{Sampler, SamplerState, stream};
@@ -22,7 +30,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::{LossReduction, RunConfig};
+use crate::config::{DeviceKind, LossReduction, NonFinitePolicy, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::grads::FlatGrads;
 use crate::masking::{self, Ratios, Scheme};
@@ -66,6 +74,92 @@ pub struct StepRecord {
     pub elapsed_s: f64,
     /// Validation loss, on the steps where it was computed.
     pub val_loss: Option<f64>,
+    /// Ranks in the run.
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Steps skipped for non-finite gradients so far (`distributed.non_finite = "skip"`).
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// Rank 0's mean seconds per step, since the last record, in each phase.
+    #[serde(default)]
+    pub time: StepTimes,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Seconds spent in each phase of a step (sums over the steps of a window, or means).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTimes {
+    /// Waiting for the loader's next batch.
+    pub data_s: f64,
+    /// Masking, host-to-device copies and the forward pass with the loss.
+    pub forward_s: f64,
+    /// The backward pass and copying gradients into the flat buffer.
+    pub backward_s: f64,
+    /// Both all-reduces (step statistics and gradient buckets), waiting for peers included.
+    pub allreduce_s: f64,
+    /// Clipping, gradients back to tensors and the AdamW update.
+    pub optimizer_s: f64,
+}
+
+impl StepTimes {
+    fn add(&mut self, o: &StepTimes) {
+        self.data_s += o.data_s;
+        self.forward_s += o.forward_s;
+        self.backward_s += o.backward_s;
+        self.allreduce_s += o.allreduce_s;
+        self.optimizer_s += o.optimizer_s;
+    }
+
+    fn scaled(&self, f: f64) -> StepTimes {
+        StepTimes {
+            data_s: self.data_s * f,
+            forward_s: self.forward_s * f,
+            backward_s: self.backward_s * f,
+            allreduce_s: self.allreduce_s * f,
+            optimizer_s: self.optimizer_s * f,
+        }
+    }
+
+    /// Seconds in all phases.
+    pub fn total(&self) -> f64 {
+        self.data_s + self.forward_s + self.backward_s + self.allreduce_s + self.optimizer_s
+    }
+
+    /// One line: each phase in ms and percent of the step.
+    pub fn describe(&self) -> String {
+        let total = self.total().max(1e-12);
+        let part =
+            |name: &str, v: f64| format!("{name} {:.1} ms ({:.0}%)", v * 1e3, 100.0 * v / total);
+        format!(
+            "{:.1} ms per step: {}, {}, {}, {}, {}",
+            total * 1e3,
+            part("data wait", self.data_s),
+            part("forward", self.forward_s),
+            part("backward", self.backward_s),
+            part("all-reduce", self.allreduce_s),
+            part("optimizer", self.optimizer_s)
+        )
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Debug)]
+pub struct StepOutcome {
+    /// Mean masked loss over every rank's batches of the step.
+    pub loss: f64,
+    /// Global gradient norm before clipping (0 for a skipped step).
+    pub grad_norm: f64,
+    /// Trials of the step over all ranks.
+    pub trials: usize,
+    /// Epoch of this rank's last batch.
+    pub epoch: u64,
+    /// Whether the update was skipped for non-finite gradients.
+    pub skipped: bool,
+    /// Where the time went on this rank.
+    pub time: StepTimes,
 }
 
 /// Per-session facts the loop needs: model index and unit regions as small integers.
@@ -189,19 +283,97 @@ pub struct Trainer {
     /// Steps of the whole run.
     pub total_steps: u64,
     schedule: OneCycle,
+    comm: Box<dyn Collective>,
     rank: usize,
+    world: usize,
+    /// Steps skipped for non-finite gradients.
+    pub skipped_steps: u64,
+}
+
+/// Where this process sits: its collective (rank, world) and its rank on its node (which
+/// GPU it uses).
+pub struct Placement {
+    /// The collective of the run.
+    pub comm: Box<dyn Collective>,
+    /// Rank among the processes of this node.
+    pub local_rank: usize,
+}
+
+impl Placement {
+    /// A run of one process.
+    pub fn single() -> Self {
+        Self {
+            comm: Box::new(SingleProcess),
+            local_rank: 0,
+        }
+    }
+}
+
+/// The device a rank computes on: the CPU, or GPU `local_rank`.
+pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Device::cuda(local_rank)),
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => {
+            let _ = local_rank;
+            Err(TrainError::Config {
+                origin: "distributed.device".into(),
+                message: "`cuda` needs mtm built with `--features cuda` (see the README)".into(),
+            })
+        }
+    }
+}
+
+/// A fingerprint of every parameter value, in the model's fixed parameter order.
+fn parameter_fingerprint(model: &Ndt) -> u64 {
+    struct Fnv(u64);
+    impl ModuleVisitor for Fnv {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("parameters are f32");
+            for v in values {
+                for b in v.to_bits().to_le_bytes() {
+                    self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+    }
+    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
+    model.visit(&mut fnv);
+    fnv.0
 }
 
 impl Trainer {
     /// Opens the data, builds the model and optimizer; from the checkpoint `resume` (a
-    /// checkpoint folder) when given.
+    /// checkpoint folder) when given. One process; see [`Trainer::with_placement`].
     pub fn new(config: RunConfig, resume: Option<&Path>) -> Result<Self> {
+        Self::with_placement(config, resume, Placement::single())
+    }
+
+    /// Like [`Trainer::new`], as one rank of a data-parallel run. Every rank builds the
+    /// same model from the seed (or the checkpoint); the ranks then check that their
+    /// parameters are identical.
+    pub fn with_placement(
+        config: RunConfig,
+        resume: Option<&Path>,
+        placement: Placement,
+    ) -> Result<Self> {
+        let Placement {
+            mut comm,
+            local_rank,
+        } = placement;
+        let (rank, world) = (comm.rank(), comm.world_size());
         let dataset = Arc::new(Dataset::open_with(
             &config.data.root,
             &OpenOptions::default(),
         )?);
         let sessions = select_sessions(&config, &dataset)?;
-        let device = Device::flex().autodiff();
+        let device = compute_device(config.distributed.device, local_rank)?.autodiff();
         device.seed(config.seed);
         let mut model = config.model.init(&sessions, &device);
         let mut optim = AdamWConfig::new()
@@ -214,7 +386,7 @@ impl Trainer {
             .zip(&map.model_index)
             .map(|(n, m)| if m.is_some() { n } else { 0 })
             .collect();
-        let sampler = Sampler::new(counts, config.data.batch_size, config.seed, 0, 1)?;
+        let sampler = Sampler::new(counts, config.data.batch_size, config.seed, rank, world)?;
         let steps_per_epoch = sampler.steps_per_epoch() as u64;
         let total_steps = if config.train.steps > 0 {
             config.train.steps
@@ -226,10 +398,38 @@ impl Trainer {
                 let state = checkpoint::read_state(dir)?;
                 model = checkpoint::load_model(dir, model)?;
                 optim = checkpoint::load_optimizer(dir, optim)?;
-                (state.step, state.sampler)
+                // Batches of the epoch every rank together consumed, shared out anew.
+                let consumed = state.sampler.position * state.world_size;
+                if consumed % world != 0 {
+                    tracing::warn!(
+                        "the checkpoint's {consumed} batches into epoch {} do not divide among {world} ranks; {} batches are trained again",
+                        state.sampler.epoch,
+                        consumed % world
+                    );
+                }
+                let position = SamplerState {
+                    epoch: state.sampler.epoch,
+                    position: consumed / world,
+                };
+                (state.step, position)
             }
             None => (0, SamplerState::default()),
         };
+        let fingerprint = parameter_fingerprint(&model);
+        let mut root = fingerprint.to_le_bytes();
+        comm.broadcast(&mut root, 0)?;
+        let same = comm.all_gather(&[f64::from(u8::from(root == fingerprint.to_le_bytes()))])?;
+        let differ: Vec<usize> = (0..world).filter(|&r| same[r] == 0.0).collect();
+        if !differ.is_empty() {
+            return Err(CollectiveError::Mismatch {
+                rank,
+                step,
+                message: format!(
+                    "the initial parameters of rank(s) {differ:?} differ from rank 0's (different seeds, checkpoints or builds?)"
+                ),
+            }
+            .into());
+        }
         let loader = Loader::new(
             Arc::clone(&dataset),
             Split::Train,
@@ -258,8 +458,21 @@ impl Trainer {
             step,
             total_steps,
             schedule,
-            rank: 0,
+            comm,
+            rank,
+            world,
+            skipped_steps: 0,
         })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Ranks in the run.
+    pub fn world_size(&self) -> usize {
+        self.world
     }
 
     /// The model (gradients on).
@@ -284,20 +497,27 @@ impl Trainer {
         self.model().sessions()
     }
 
-    /// One optimizer step over `train.accumulate` batches; returns (mean loss, grad norm,
-    /// trials seen, epoch of the last batch).
-    pub fn train_step(&mut self) -> Result<(f64, f64, usize, u64)> {
+    /// One optimizer step over `train.accumulate` batches on every rank.
+    pub fn train_step(&mut self) -> Result<StepOutcome> {
         let config = &self.config;
         let accumulate = config.train.accumulate;
         let mean = config.train.loss == LossReduction::Mean;
+        self.comm.set_step(self.step);
+        let mut time = StepTimes::default();
         self.grads.clear();
         let (mut loss_sum, mut trials, mut epoch) = (0.0f64, 0usize, 0u64);
+        let mut finite = true;
         for micro in 0..accumulate {
+            let clock = Instant::now();
             let state = self.loader.state();
             epoch = state.epoch;
             let batch = self.loader.next_batch()?;
-            let micro_step = self.step * accumulate as u64 + micro as u64;
-            let mut rng = masking::mask_stream(config.seed, self.rank, state.epoch, micro_step);
+            time.data_s += clock.elapsed().as_secs_f64();
+            let clock = Instant::now();
+            // The batch's place in the epoch's plan before sharding (the sampler deals
+            // batch p * world + rank to this rank as its p-th).
+            let global_batch = (state.position * self.world + self.rank) as u64;
+            let mut rng = masking::mask_stream(config.seed, state.epoch, global_batch);
             let (scheme, prompt) = config.masking.scheme.choose(&mut rng);
             let session = self.map.model_index[batch.session]
                 .expect("the sampler only yields trained sessions");
@@ -308,16 +528,20 @@ impl Trainer {
                 config.masking.ratios(),
                 &mut rng,
             );
-            let shape = [batch.len(), batch.n_bins, batch.n_units];
-            // Dropout draws from the device's generator: reseeding it from the step makes
-            // the draws a function of the step, so a resumed run repeats them.
-            self.device.seed(
-                stream(
-                    config.seed,
-                    &[self.rank as u64, self.step, micro as u64, 0x6472_6f70],
-                )
-                .random(),
+            tracing::debug!(
+                rank = self.rank,
+                step = self.step,
+                micro,
+                global_batch,
+                session = batch.session,
+                mask = masked_fingerprint(&masked.scored),
+                "batch"
             );
+            let shape = [batch.len(), batch.n_bins, batch.n_units];
+            // Dropout draws from the device's generator: reseeding it from the batch makes
+            // the draws a function of the batch, so a resumed run repeats them.
+            self.device
+                .seed(stream(config.seed, &[state.epoch, global_batch, 0x6472_6f70]).random());
             let input = tensor3(masked.input, shape, &self.device);
             let target = tensor3(batch.spikes.clone(), shape, &self.device);
             let scored = tensor3(masked.scored, shape, &self.device);
@@ -326,73 +550,163 @@ impl Trainer {
                 .forward(input, session, prompt, scheme.causal());
             let loss = masked_poisson_nll(log_rates, target, scored, mean);
             let value = f64::from(loss.clone().into_scalar::<f32>());
+            time.forward_s += clock.elapsed().as_secs_f64();
+            trials += batch.len();
+            self.loader.recycle(batch);
             if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: self.step,
-                    what: "the loss".into(),
-                });
+                finite = false;
+                continue;
             }
             loss_sum += value;
-            trials += batch.len();
+            let clock = Instant::now();
             let model = self.model.as_ref().expect("present between steps");
             let step_grads = GradientsParams::from_grads(loss.backward(), model);
             self.grads.add(model, &step_grads);
-            self.loader.recycle(batch);
+            time.backward_s += clock.elapsed().as_secs_f64();
         }
         if mean && accumulate > 1 {
             self.grads.scale(1.0 / accumulate as f32);
         }
+        // Checked before the all-reduce, so that one rank's NaN never reaches the others.
+        finite = finite && self.grads.values.iter().all(|v| v.is_finite());
+        if !finite {
+            self.grads.clear();
+        }
+        let clock = Instant::now();
+        // One small reduction first: which parameters any rank touched (PyTorch steps a
+        // parameter whose gradient exists on some rank), which ranks failed, loss, trials.
+        let n_params = self.grads.n_params();
+        let mut stats = vec![0.0f32; n_params + self.world + 2];
+        for (s, &t) in stats.iter_mut().zip(&self.grads.touched) {
+            *s = f32::from(u8::from(t));
+        }
+        stats[n_params + self.rank] = f32::from(u8::from(!finite));
+        stats[n_params + self.world] = loss_sum as f32;
+        stats[n_params + self.world + 1] = trials as f32;
+        self.comm.all_reduce(&mut stats, ReduceOp::Sum)?;
+        let failed: Vec<usize> = (0..self.world)
+            .filter(|&r| stats[n_params + r] > 0.0)
+            .collect();
+        let all_micro = (self.world * accumulate) as f64;
+        let mut outcome = StepOutcome {
+            loss: f64::from(stats[n_params + self.world]) / all_micro,
+            grad_norm: 0.0,
+            trials: stats[n_params + self.world + 1] as usize,
+            epoch,
+            skipped: false,
+            time,
+        };
+        if !failed.is_empty() {
+            let what = if self.world == 1 {
+                "the loss or the gradient".to_string()
+            } else {
+                format!("the loss or the gradient of rank(s) {failed:?}")
+            };
+            match config.distributed.non_finite {
+                NonFinitePolicy::Stop => {
+                    return Err(TrainError::NonFinite {
+                        step: self.step,
+                        what,
+                    });
+                }
+                NonFinitePolicy::Skip => {
+                    tracing::warn!("step {}: {what} is not finite; step skipped", self.step);
+                    self.skipped_steps += 1;
+                    self.step += 1;
+                    outcome.skipped = true;
+                    outcome.loss = f64::NAN;
+                    outcome.time.allreduce_s = clock.elapsed().as_secs_f64();
+                    return Ok(outcome);
+                }
+            }
+        }
+        for (t, &s) in self.grads.touched.iter_mut().zip(&stats) {
+            *t = s > 0.0;
+        }
+        let op = if mean { ReduceOp::Mean } else { ReduceOp::Sum };
+        all_reduce_bucketed(
+            self.comm.as_mut(),
+            &mut self.grads.values,
+            config.distributed.bucket_elems(),
+            op,
+        )?;
+        outcome.time.allreduce_s = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         let norm = if config.train.clip_grad_norm > 0.0 {
             self.grads.clip(config.train.clip_grad_norm)
         } else {
             self.grads.norm()
         };
-        if !norm.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: self.step,
-                what: "the gradient norm".into(),
-            });
-        }
         let lr = self.schedule.lr(self.step);
         let grads = self.grads.to_params(&self.device);
         let model = self.model.take().expect("present between steps");
         self.model = Some(self.optim.step(lr, model, grads));
+        outcome.time.optimizer_s = clock.elapsed().as_secs_f64();
+        outcome.grad_norm = norm;
         self.step += 1;
-        Ok((loss_sum / accumulate as f64, norm, trials, epoch))
+        Ok(outcome)
     }
 
     /// Mean masked loss over the validation split, with masks drawn from a fixed stream so
     /// that every validation of a run sees the same masks; `None` when the trained sessions
-    /// have no validation trials.
-    pub fn validate(&self) -> Result<Option<f64>> {
-        validation_loss(
+    /// have no validation trials. Ranks share the batches out and combine their sums, so
+    /// every rank gets the value one process would.
+    pub fn validate(&mut self) -> Result<Option<f64>> {
+        let (sum, count) = validation_sums(
             &self.model().valid(),
             &self.dataset,
             &self.map,
             &self.config,
             self.config.train.validate_batches,
-        )
+            (self.rank, self.world),
+        )?;
+        let all = self.comm.all_gather(&[sum, count as f64])?;
+        let (sum, count) = all
+            .chunks(2)
+            .fold((0.0, 0.0), |(s, c), x| (s + x[0], c + x[1]));
+        Ok((count > 0.0).then(|| sum / count))
     }
 
-    /// Writes a checkpoint of the current state under the run's `checkpoints/` folder.
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let state = TrainState {
-            step: self.step,
-            total_steps: self.total_steps,
-            sampler: self.loader.state(),
-            seed: self.config.seed,
-            rank_streams:
-                "masks: (seed, rank, epoch, micro-step); dropout: (seed, rank, step, micro-batch)"
-                    .into(),
+    /// Writes a checkpoint of the current state under the run's `checkpoints/` folder
+    /// (rank 0 writes; every rank waits for it). Returns the folder.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let dir = self.config.out_dir.join("checkpoints");
+        let written = if self.rank == 0 {
+            let state = TrainState {
+                step: self.step,
+                total_steps: self.total_steps,
+                sampler: self.loader.state(),
+                world_size: self.world,
+                seed: self.config.seed,
+                rank_streams:
+                    "shuffle: (seed, epoch); masks and dropout: (seed, epoch, global batch index)"
+                        .into(),
+            };
+            Some(checkpoint::save(
+                &dir,
+                &self.config,
+                &state,
+                self.model(),
+                &self.optim,
+                self.config.train.keep_checkpoints,
+            ))
+        } else {
+            None
         };
-        checkpoint::save(
-            &self.config.out_dir.join("checkpoints"),
-            &self.config,
-            &state,
-            self.model(),
-            &self.optim,
-            self.config.train.keep_checkpoints,
-        )
+        // Every rank learns whether the save worked before going on.
+        let ok = written.as_ref().is_none_or(|r| r.is_ok());
+        let all = self.comm.all_gather(&[f64::from(u8::from(ok))])?;
+        match written {
+            Some(result) => result,
+            None if all[0] > 0.0 => Ok(checkpoint::step_dir(&dir, self.step)),
+            None => Err(TrainError::Checkpoint {
+                path: dir,
+                message: format!(
+                    "rank 0 failed to write the checkpoint of step {}",
+                    self.step
+                ),
+            }),
+        }
     }
 
     /// Runs to the end: logging, validation and checkpoints as configured.
@@ -401,21 +715,52 @@ impl Trainer {
     }
 
     /// Runs until `stop` steps are done (at most the run's total), as [`Trainer::run`].
+    /// Only rank 0 writes files and talks to the observer.
     pub fn run_until(&mut self, stop: u64, observer: &mut dyn Observer) -> Result<()> {
         let stop = stop.min(self.total_steps);
+        let lead = self.rank == 0;
+        let mut silent = Silent;
+        let observer: &mut dyn Observer = if lead { observer } else { &mut silent };
         let out = self.config.out_dir.clone();
-        std::fs::create_dir_all(&out).map_err(TrainError::io(&out))?;
-        let config_path = out.join("config.toml");
-        std::fs::write(&config_path, self.config.to_toml())
-            .map_err(TrainError::io(&config_path))?;
-        let mut metrics = MetricsFiles::open(&out, self.step)?;
+        let mut metrics = if lead {
+            std::fs::create_dir_all(&out).map_err(TrainError::io(&out))?;
+            let config_path = out.join("config.toml");
+            std::fs::write(&config_path, self.config.to_toml())
+                .map_err(TrainError::io(&config_path))?;
+            Some(MetricsFiles::open(&out, self.step)?)
+        } else {
+            None
+        };
         observer.start(self.step, self.total_steps);
         let started = Instant::now();
-        let (mut window_trials, mut window_start) = (0usize, Instant::now());
+        let (mut window_trials, mut window_start, mut window_steps) =
+            (0usize, Instant::now(), 0u64);
+        let mut window_time = StepTimes::default();
+        let (mut breakdown, mut breakdown_steps) = (StepTimes::default(), 0u64);
         let train = self.config.train.clone();
+        let breakdown_every = self.config.distributed.breakdown_every;
         while self.step < stop {
-            let (loss, grad_norm, trials, epoch) = self.train_step()?;
-            window_trials += trials;
+            let outcome = self.train_step()?;
+            window_trials += outcome.trials;
+            window_steps += 1;
+            window_time.add(&outcome.time);
+            breakdown.add(&outcome.time);
+            breakdown_steps += 1;
+            if outcome.skipped {
+                observer.note(&format!(
+                    "step {}: non-finite gradients, step skipped ({} so far)",
+                    self.step, self.skipped_steps
+                ));
+            }
+            if breakdown_every > 0 && self.step % breakdown_every == 0 {
+                let mean = breakdown.scaled(1.0 / breakdown_steps as f64);
+                observer.note(&format!(
+                    "step {}: rank 0 time {}",
+                    self.step,
+                    mean.describe()
+                ));
+                (breakdown, breakdown_steps) = (StepTimes::default(), 0);
+            }
             let last = self.step == self.total_steps;
             let val_loss =
                 if last || (train.validate_every > 0 && self.step % train.validate_every == 0) {
@@ -432,17 +777,24 @@ impl Trainer {
                 };
             let record = StepRecord {
                 step: self.step,
-                epoch,
-                loss,
+                epoch: outcome.epoch,
+                loss: outcome.loss,
                 lr: self.schedule.lr(self.step - 1),
-                grad_norm,
+                grad_norm: outcome.grad_norm,
                 trials_per_s: window_trials as f64 / window_start.elapsed().as_secs_f64().max(1e-9),
                 elapsed_s: started.elapsed().as_secs_f64(),
                 val_loss,
+                world_size: self.world,
+                skipped_steps: self.skipped_steps,
+                time: window_time.scaled(1.0 / window_steps.max(1) as f64),
             };
             if self.step % train.log_every == 0 || last || val_loss.is_some() {
-                metrics.write(&record)?;
+                if let Some(m) = metrics.as_mut() {
+                    m.write(&record)?;
+                }
                 window_trials = 0;
+                window_steps = 0;
+                window_time = StepTimes::default();
                 window_start = Instant::now();
             }
             observer.step(&record);
@@ -459,6 +811,20 @@ impl Trainer {
     }
 }
 
+/// A short hash of which entries a mask scores (for debug logs that compare ranks).
+fn masked_fingerprint(scored: &[f32]) -> u64 {
+    scored
+        .iter()
+        .enumerate()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, (i, &v)| {
+            if v > 0.0 {
+                (h ^ i as u64).wrapping_mul(0x100_0000_01b3)
+            } else {
+                h
+            }
+        })
+}
+
 /// The mean masked loss of `model` on the validation split (the first `max_batches`
 /// batches; 0 = all), `None` without validation trials. Masks come from a stream fixed by
 /// the seed.
@@ -469,10 +835,24 @@ pub fn validation_loss(
     config: &RunConfig,
     max_batches: usize,
 ) -> Result<Option<f64>> {
-    let device = Device::flex();
+    let (sum, count) = validation_sums(model, dataset, map, config, max_batches, (0, 1))?;
+    Ok((count > 0).then(|| sum / count as f64))
+}
+
+/// Sum and count of the validation batch losses that fall to `rank` of `world` (batch
+/// `i` of the plan goes to rank `i mod world`).
+fn validation_sums(
+    model: &Ndt,
+    dataset: &Dataset,
+    map: &SessionMap,
+    config: &RunConfig,
+    max_batches: usize,
+    (rank, world): (usize, usize),
+) -> Result<(f64, usize)> {
+    let device = model.device();
     let mean = config.train.loss == LossReduction::Mean;
     let counts = dataset.trial_counts(Split::Val);
-    let (mut total, mut batches) = (0.0f64, 0usize);
+    let (mut total, mut batches, mut mine) = (0.0f64, 0usize, 0usize);
     'sessions: for (ds_index, &n) in counts.iter().enumerate() {
         let Some(session) = map.model_index[ds_index] else {
             continue;
@@ -482,8 +862,13 @@ pub fn validation_loss(
             if max_batches > 0 && batches >= max_batches {
                 break 'sessions;
             }
+            let index = batches;
+            batches += 1;
+            if index % world != rank {
+                continue;
+            }
             let batch = dataset.read_batch(ds_index, Split::Val, chunk)?;
-            let mut rng = stream(config.seed, &[ds_index as u64, batches as u64, 0x76616c]);
+            let mut rng = stream(config.seed, &[ds_index as u64, index as u64, 0x76616c]);
             let (scheme, prompt) = config.masking.scheme.choose(&mut rng);
             let masked = mask_batch(
                 &batch,
@@ -506,11 +891,11 @@ pub fn validation_loss(
                 mean,
             );
             total += f64::from(loss.into_scalar::<f32>());
-            batches += 1;
+            mine += 1;
             dataset.recycle(batch);
         }
     }
-    Ok((batches > 0).then(|| total / batches as f64))
+    Ok((total, mine))
 }
 
 /// `metrics.jsonl` and `metrics.csv`, appended as the run goes. On resume, lines past the

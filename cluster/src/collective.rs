@@ -1,0 +1,292 @@
+//! The operations ranks perform together, behind one trait, and what every backend shares:
+//! errors that name rank, step and sequence number, and a log of the recent collectives.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// How an all-reduce combines the ranks' buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Element-wise sum.
+    Sum,
+    /// Element-wise sum divided by the world size.
+    Mean,
+}
+
+/// A collective that failed. A timed-out collective cannot be cancelled (MPI and NCCL
+/// have no way to withdraw from one), so backends end the process after reporting it; the
+/// other variants are returned.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    /// The backend could not be started.
+    #[error("cannot start the {backend} backend: {message}")]
+    Init {
+        /// Which backend.
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// A backend call returned an error.
+    #[error("rank {rank}, step {step}: collective #{seq} ({op}) failed: {message}")]
+    Backend {
+        /// This process's rank.
+        rank: usize,
+        /// The training step set by the caller.
+        step: u64,
+        /// The collective's sequence number on this rank.
+        seq: u64,
+        /// The operation.
+        op: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+    /// A collective did not complete in time.
+    #[error(
+        "rank {rank}, step {step}: collective #{seq} ({op}) did not complete within {timeout:?}; {}; last collectives on this rank: {recent}",
+        lost_ranks(.lost)
+    )]
+    Timeout {
+        /// This process's rank.
+        rank: usize,
+        /// The training step set by the caller.
+        step: u64,
+        /// The collective's sequence number.
+        seq: u64,
+        /// The operation.
+        op: &'static str,
+        /// The configured timeout.
+        timeout: Duration,
+        /// Ranks that did not answer the diagnosis after the timeout.
+        lost: Vec<usize>,
+        /// The last collectives this rank completed.
+        recent: CollectiveLog,
+    },
+    /// The ranks disagree about something that must be identical.
+    #[error("rank {rank}, step {step}: {message}")]
+    Mismatch {
+        /// This process's rank.
+        rank: usize,
+        /// The training step set by the caller.
+        step: u64,
+        /// What differs.
+        message: String,
+    },
+}
+
+fn lost_ranks(lost: &[usize]) -> String {
+    match lost {
+        [] => "every rank answered the diagnosis (a rank may be slow rather than lost: raise the timeout)".into(),
+        [one] => format!("rank {one} is lost (stopped or dead: it did not answer)"),
+        many => format!("ranks {many:?} are lost (stopped or dead: they did not answer)"),
+    }
+}
+
+/// Collective operations between the processes of a run. Every rank must call the same
+/// operations in the same order with buffers of the same length; a backend numbers them
+/// (the sequence number in errors) and times each out.
+pub trait Collective {
+    /// This process's rank.
+    fn rank(&self) -> usize;
+    /// Number of processes.
+    fn world_size(&self) -> usize;
+    /// Backend name for logs: `single`, `mpi`, `nccl`.
+    fn backend(&self) -> &'static str;
+    /// The training step reported in errors from now on.
+    fn set_step(&mut self, step: u64);
+    /// Combines `buffer` across ranks in place; every rank ends with the same values.
+    fn all_reduce(&mut self, buffer: &mut [f32], op: ReduceOp) -> Result<(), CollectiveError>;
+    /// Copies `root`'s `buffer` into every other rank's.
+    fn broadcast(&mut self, buffer: &mut [u8], root: usize) -> Result<(), CollectiveError>;
+    /// Returns when every rank has called it.
+    fn barrier(&mut self) -> Result<(), CollectiveError>;
+    /// Every rank's `values`, rank after rank (for small metrics: exact, in f64).
+    fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError>;
+}
+
+/// All-reduces `buffer` in consecutive buckets of at most `bucket_elems` values, in the
+/// same order on every rank (the buffer's layout is fixed by the model, so the buckets
+/// are too). Buckets bound the scratch memory a backend needs and are the unit a backward
+/// pass could hand over as soon as its gradients are final.
+pub fn all_reduce_bucketed(
+    collective: &mut dyn Collective,
+    buffer: &mut [f32],
+    bucket_elems: usize,
+    op: ReduceOp,
+) -> Result<(), CollectiveError> {
+    if collective.world_size() == 1 {
+        return Ok(());
+    }
+    for bucket in buffer.chunks_mut(bucket_elems.max(1)) {
+        collective.all_reduce(bucket, op)?;
+    }
+    Ok(())
+}
+
+/// One completed collective, for the dump on failure.
+#[derive(Clone, Debug)]
+pub struct LoggedCollective {
+    /// Sequence number.
+    pub seq: u64,
+    /// Operation.
+    pub op: &'static str,
+    /// Elements (or bytes for broadcast).
+    pub len: usize,
+    /// Training step.
+    pub step: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// The last few collectives of a rank, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct CollectiveLog {
+    entries: VecDeque<LoggedCollective>,
+}
+
+impl CollectiveLog {
+    const KEEP: usize = 8;
+
+    /// Records a completed collective, forgetting the oldest beyond the last eight.
+    pub fn push(&mut self, entry: LoggedCollective) {
+        if self.entries.len() == Self::KEEP {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// The recorded collectives, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &LoggedCollective> {
+        self.entries.iter()
+    }
+}
+
+impl fmt::Display for CollectiveLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.entries.is_empty() {
+            return write!(f, "none");
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(
+                f,
+                "#{} {} of {} at step {} in {:.1} ms",
+                e.seq,
+                e.op,
+                e.len,
+                e.step,
+                e.took.as_secs_f64() * 1e3
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The collective of a run with one process: every operation is the identity.
+#[derive(Debug, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        1
+    }
+    fn backend(&self) -> &'static str {
+        "single"
+    }
+    fn set_step(&mut self, _step: u64) {}
+    fn all_reduce(&mut self, _buffer: &mut [f32], _op: ReduceOp) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn broadcast(&mut self, _buffer: &mut [u8], _root: usize) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn barrier(&mut self) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError> {
+        Ok(values.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the buckets it is handed; sums with a fictitious second rank holding ones.
+    struct Recorder {
+        calls: Vec<usize>,
+    }
+
+    impl Collective for Recorder {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn backend(&self) -> &'static str {
+            "recorder"
+        }
+        fn set_step(&mut self, _step: u64) {}
+        fn all_reduce(&mut self, buffer: &mut [f32], _op: ReduceOp) -> Result<(), CollectiveError> {
+            self.calls.push(buffer.len());
+            buffer.iter_mut().for_each(|v| *v += 1.0);
+            Ok(())
+        }
+        fn broadcast(&mut self, _: &mut [u8], _: usize) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+        fn barrier(&mut self) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+        fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError> {
+            Ok(values.to_vec())
+        }
+    }
+
+    #[test]
+    fn buckets_cover_the_buffer_in_order() {
+        let mut r = Recorder { calls: vec![] };
+        let mut buffer: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        all_reduce_bucketed(&mut r, &mut buffer, 4, ReduceOp::Sum).unwrap();
+        assert_eq!(r.calls, vec![4, 4, 2]);
+        assert_eq!(buffer, (1..11).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn timeout_message_names_rank_step_and_sequence() {
+        let mut recent = CollectiveLog::default();
+        for seq in 0..10 {
+            recent.push(LoggedCollective {
+                seq,
+                op: "all-reduce",
+                len: 3,
+                step: seq / 2,
+                took: Duration::from_millis(2),
+            });
+        }
+        assert_eq!(recent.entries().count(), 8);
+        let err = CollectiveError::Timeout {
+            rank: 0,
+            step: 7,
+            seq: 12,
+            op: "all-reduce",
+            timeout: Duration::from_secs(5),
+            lost: vec![1],
+            recent,
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("rank 0, step 7: collective #12 (all-reduce)"),
+            "{text}"
+        );
+        assert!(text.contains("rank 1 is lost"), "{text}");
+        assert!(text.contains("#9 all-reduce of 3 at step 4"), "{text}");
+        assert!(!text.contains("#1 all-reduce"), "{text}");
+    }
+}
