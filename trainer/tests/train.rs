@@ -186,3 +186,31 @@ fn training_lowers_the_validation_loss_on_synthetic_data() {
         "validation loss went from {before} to {after}"
     );
 }
+
+#[test]
+fn non_finite_gradients_stop_the_run_or_skip_the_step_as_configured() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate this large sends the weights to infinity within a few steps.
+    let blow_up = [
+        "train.steps=12",
+        "train.lr=1e30",
+        "train.clip_grad_norm=0",
+        "train.checkpoint_every=0",
+    ];
+    let stop_config = config(dir.path(), "stop", &blow_up);
+    let mut trainer = Trainer::new(stop_config, None).unwrap();
+    let err = trainer.run(&mut Silent).unwrap_err().to_string();
+    assert!(err.contains("is not finite"), "{err}");
+    assert!(trainer.step < 12, "stopped at step {}", trainer.step);
+
+    let skip_config = config(
+        dir.path(),
+        "skip",
+        &[&blow_up[..], &["distributed.non_finite=skip"]].concat(),
+    );
+    let mut trainer = Trainer::new(skip_config, None).unwrap();
+    trainer.run(&mut Silent).unwrap();
+    assert_eq!(trainer.step, 12, "the run goes on to its end");
+    assert!(trainer.skipped_steps > 0, "some steps were skipped");
+}
