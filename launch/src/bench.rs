@@ -310,6 +310,7 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
     let sessions = [SessionSpec {
         eid: "bench".into(),
         n_units: args.units,
+        regions: vec![],
     }];
     let mut model = config.init(&sessions, &device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();

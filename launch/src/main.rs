@@ -5,6 +5,7 @@
 
 mod bench;
 mod data;
+mod finetune;
 mod ingest;
 mod train;
 
@@ -53,6 +54,20 @@ enum Command {
     /// Prints a table in the paper's column order and writes a JSON report with both bits
     /// per spike conventions (per-unit mean and NLB pooled), chance levels and pass counts.
     Eval(train::EvalArgs),
+    /// Fine-tune a pretrained model on held-out sessions (the paper's Table 2), or train
+    /// them from scratch as the baseline.
+    ///
+    /// For each held-out session: a new stitcher, head and session token; every shared
+    /// weight copied by name from the pretrained checkpoint (reported in
+    /// {out_dir}/{eid}/load-report.json); training as configured (all weights, or only the
+    /// new ones with finetune.freeze_backbone); then the full evaluation. Prints and writes
+    /// {out_dir}/finetune-report.json: one row per session and the mean.
+    Finetune(finetune::FinetuneArgs),
+    /// Export a checkpoint for use without mtm: plain tensor names in PyTorch's layout
+    /// (model.safetensors), config.json (architecture, sessions, regions, prompt order,
+    /// the forward pass), MODEL_CARD.md, and reference.safetensors (an input and the
+    /// log-rates mtm computes for it). `mtm eval --checkpoint EXPORT` reads it back.
+    Export(finetune::ExportArgs),
     /// Measure throughput (not a test: numbers to read and report).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -101,6 +116,8 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::evaluate(args),
+        Command::Finetune(args) => finetune::finetune(args),
+        Command::Export(args) => finetune::export(args),
     };
     match result {
         Ok(code) => code,

@@ -38,7 +38,8 @@ pub struct TrainArgs {
 /// Arguments of `mtm eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    /// A checkpoint folder, a run folder (its newest checkpoint), or an `mtm export`
+    /// folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Dataset to evaluate on (default: the one the run trained on).
@@ -82,9 +83,26 @@ fn parse_split(s: &str) -> Result<Split, String> {
 
 /// The progress bar on a terminal; plain lines every `log_every` steps otherwise (Slurm
 /// logs, pipes), where indicatif draws nothing.
-struct Bar {
-    bar: ProgressBar,
+pub(crate) struct Bar {
+    pub(crate) bar: ProgressBar,
     log_every: u64,
+}
+
+impl Bar {
+    /// A training progress bar over `total_steps`.
+    pub(crate) fn new(total_steps: u64, log_every: u64) -> Self {
+        let bar = ProgressBar::new(total_steps).with_style(
+            ProgressStyle::with_template(
+                "{spinner} train [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        Self {
+            bar,
+            log_every: log_every.max(1),
+        }
+    }
 }
 
 impl Observer for Bar {
@@ -269,17 +287,7 @@ fn train_as(
             .map(|d| format!(", resuming at step {} from {}", trainer.step, d.display()))
             .unwrap_or_default(),
     );
-    let bar = ProgressBar::new(trainer.total_steps).with_style(
-        ProgressStyle::with_template(
-            "{spinner} train [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let mut observer = Bar {
-        bar,
-        log_every: config.train.log_every.max(1),
-    };
+    let mut observer = Bar::new(trainer.total_steps, config.train.log_every);
     trainer.run(&mut observer)?;
     observer.bar.finish();
     eprintln!("run written to {}", config.out_dir.display());
@@ -298,7 +306,7 @@ fn train_as(
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_eval(
+pub(crate) fn run_eval(
     model: &mtm_trainer::model::Ndt,
     dataset: &Dataset,
     options: &EvalOptions,
@@ -329,7 +337,7 @@ fn run_eval(
     Ok(report)
 }
 
-fn write_report(report: &Report, path: &Path) -> Result<()> {
+pub(crate) fn write_report(report: &Report, path: &Path) -> Result<()> {
     println!(
         "{} split, {} masking: bits per spike (per-unit mean), choice accuracy and whisker R² (chance)\n{}",
         report.split,

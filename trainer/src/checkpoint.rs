@@ -202,9 +202,13 @@ pub fn load_optimizer(dir: &Path, optim: Optim) -> Result<Optim> {
         .map_err(|e| bad(dir, format!("optimizer.bpk: {e}")))
 }
 
-/// The configuration and the model of a checkpoint, on `device`, weights read from
-/// `model.safetensors`.
+/// The configuration and the model of a checkpoint (or of an `mtm export` folder), on
+/// `device`, weights read from `model.safetensors`.
 pub fn load_for_inference(path: &Path, device: &Device) -> Result<(PathBuf, RunConfig, Ndt)> {
+    if crate::export::is_export(path) {
+        let (config, model) = crate::export::load_export(path, device)?;
+        return Ok((path.to_path_buf(), config, model));
+    }
     let dir = resolve(path)?;
     let config = read_config(&dir)?;
     let sessions = read_sessions(&dir)?;

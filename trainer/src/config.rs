@@ -40,6 +40,22 @@ pub struct RunConfig {
     /// `mpirun`, `srun` or another launcher; a single process ignores most of it).
     #[serde(default)]
     pub distributed: DistributedConfig,
+    /// Fine-tuning on held-out sessions (read by `mtm finetune`; `mtm train` ignores it).
+    #[serde(default)]
+    pub finetune: FinetuneConfig,
+}
+
+/// How `mtm finetune` starts each held-out session's model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    /// Pretrained checkpoint, run or `mtm export` folder whose shared weights start every
+    /// held-out model; absent = train from scratch (the baseline). `--checkpoint`
+    /// overrides it.
+    pub from: Option<PathBuf>,
+    /// Train only the new session's stitcher, head and session token, keeping the
+    /// pretrained embedding, transformer, positions and prompt tokens fixed.
+    pub freeze_backbone: bool,
 }
 
 /// Where the model computes.

@@ -213,8 +213,23 @@ pub fn evaluate(
             }
         )));
     }
-    let mean = options
-        .tasks
+    Ok(summarize(
+        options.split.name(),
+        options.masking.name(),
+        &options.tasks,
+        sessions,
+    ))
+}
+
+/// A report over `sessions` (evaluated separately, e.g. one fine-tuned model each), with
+/// each task's headline number averaged over the sessions that have it.
+pub fn summarize(
+    split: &str,
+    masking: &str,
+    tasks: &[Task],
+    sessions: Vec<SessionReport>,
+) -> Report {
+    let mean = tasks
         .iter()
         .map(|&task| {
             let values: Vec<f64> = sessions
@@ -231,12 +246,12 @@ pub fn evaluate(
             (task, mean)
         })
         .collect();
-    Ok(Report {
-        split: options.split.name().to_string(),
-        masking: options.masking.name().to_string(),
+    Report {
+        split: split.to_string(),
+        masking: masking.to_string(),
         sessions,
         mean,
-    })
+    }
 }
 
 /// Held-out units of one copy, and the units scored from it.

@@ -1,14 +1,17 @@
 //! The training layer of mtm (spec §2-§5): masking schemes ([`masking`]), the NDT1 model
 //! ([`model`]), the run configuration ([`config`]), the training loop ([`train`]) with its
 //! schedule ([`schedule`]) and flat gradient buffer ([`grads`]), checkpoints
-//! ([`checkpoint`]), the activity metrics ([`metrics`]) and the evaluation ([`eval`],
-//! [`decode`]).
+//! ([`checkpoint`]), the activity metrics ([`metrics`]), the evaluation ([`eval`],
+//! [`decode`]), fine-tuning on held-out sessions ([`finetune`]) and the portable export
+//! ([`export`]).
 
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod error;
 pub mod eval;
+pub mod export;
+pub mod finetune;
 pub mod grads;
 pub mod masking;
 pub mod metrics;

@@ -125,6 +125,9 @@ pub struct SessionSpec {
     pub eid: String,
     /// Units N_s.
     pub n_units: usize,
+    /// Brain region (Allen acronym) of each unit, in unit order; empty when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 /// Prefix tokens before the data tokens: the session token and at most one prompt token.
@@ -272,6 +275,21 @@ impl Ndt {
         self.positions.val().device()
     }
 
+    /// The model with every shared parameter (embedding, positions, prompt tokens,
+    /// transformer, final norm) excluded from training: only stitchers, heads and session
+    /// tokens keep gradients.
+    pub fn freeze_backbone(self) -> Self {
+        Self {
+            embed_in: self.embed_in.set_require_grad(false),
+            embed_out: self.embed_out.set_require_grad(false),
+            positions: self.positions.set_require_grad(false),
+            prompt_tokens: self.prompt_tokens.set_require_grad(false),
+            blocks: self.blocks.set_require_grad(false),
+            final_norm: self.final_norm.set_require_grad(false),
+            ..self
+        }
+    }
+
     /// The sessions, in stitcher order.
     pub fn sessions(&self) -> &[SessionSpec] {
         &self.sessions
@@ -384,10 +402,12 @@ mod tests {
             SessionSpec {
                 eid: "a".into(),
                 n_units: 12,
+                regions: vec![],
             },
             SessionSpec {
                 eid: "b".into(),
                 n_units: 12,
+                regions: vec![],
             },
         ]
     }

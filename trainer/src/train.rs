@@ -262,6 +262,7 @@ pub fn select_sessions(config: &RunConfig, dataset: &Dataset) -> Result<Vec<Sess
             Ok(SessionSpec {
                 eid: s.eid.clone(),
                 n_units: s.n_units,
+                regions: s.regions.clone(),
             })
         })
         .collect()
@@ -363,6 +364,17 @@ impl Trainer {
         resume: Option<&Path>,
         placement: Placement,
     ) -> Result<Self> {
+        Self::with_init(config, resume, placement, Ok)
+    }
+
+    /// Like [`Trainer::with_placement`], with `init` applied to the freshly built model
+    /// (before a checkpoint is loaded): fine-tuning copies pretrained weights in here.
+    pub fn with_init(
+        config: RunConfig,
+        resume: Option<&Path>,
+        placement: Placement,
+        init: impl FnOnce(Ndt) -> Result<Ndt>,
+    ) -> Result<Self> {
         let Placement {
             mut comm,
             local_rank,
@@ -375,7 +387,7 @@ impl Trainer {
         let sessions = select_sessions(&config, &dataset)?;
         let device = compute_device(config.distributed.device, local_rank)?.autodiff();
         device.seed(config.seed);
-        let mut model = config.model.init(&sessions, &device);
+        let mut model = init(config.model.init(&sessions, &device))?;
         let mut optim = AdamWConfig::new()
             .with_weight_decay(config.train.weight_decay as f32)
             .init();
