@@ -4,11 +4,13 @@
 //! process ([`Topology`], read from the launcher's environment), and how do processes
 //! combine their numbers ([`Collective`]: single process, MPI, or NCCL behind the `nccl`
 //! feature). Every collective has a timeout; a rank that stops answering is named.
+//! [`slurm`] holds what a Slurm job asks for, its batch script, and the allocation check.
 
 pub mod collective;
 pub mod mpi_backend;
 #[cfg(feature = "nccl")]
 pub mod nccl_backend;
+pub mod slurm;
 
 pub use collective::{
     Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_reduce_bucketed,

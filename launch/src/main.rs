@@ -7,6 +7,7 @@ mod bench;
 mod data;
 mod finetune;
 mod ingest;
+mod launch;
 mod train;
 
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
     /// the forward pass), MODEL_CARD.md, and reference.safetensors (an input and the
     /// log-rates mtm computes for it). `mtm eval --checkpoint EXPORT` reads it back.
     Export(finetune::ExportArgs),
+    /// Start runs on a cluster (Slurm).
+    #[command(subcommand)]
+    Launch(launch::LaunchCommand),
     /// Measure throughput (not a test: numbers to read and report).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => train::evaluate(args),
         Command::Finetune(args) => finetune::finetune(args),
         Command::Export(args) => finetune::export(args),
+        Command::Launch(command) => launch::run(command),
     };
     match result {
         Ok(code) => code,

@@ -2,17 +2,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use mtm_cluster::slurm::SlurmAllocation;
 use mtm_cluster::{Collective, MpiCollective, Topology};
 use mtm_dataloader::{Dataset, Split};
 use mtm_trainer::checkpoint;
 use mtm_trainer::config::{DeviceKind, RunConfig, Task};
 use mtm_trainer::eval::{self, EvalOptions, Report};
-use mtm_trainer::train::{self, Observer, Placement, StepRecord, Trainer};
+use mtm_trainer::train::{self, Observer, Placement, RunEnd, StepRecord, Trainer};
 
 /// Arguments of `mtm train`.
 #[derive(Args, Debug)]
@@ -164,11 +168,19 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         (Some(file), None) => (RunConfig::load(file, &args.overrides)?, None),
         (None, None) => bail!("give --config FILE (see configs/) or --resume RUN_DIR"),
     };
-    if resume.is_none() && config.out_dir.join("checkpoints").join("latest").exists() {
-        bail!(
-            "{} already holds a run; continue it with --resume {0}, or choose another out_dir (--set out_dir=...)",
-            config.out_dir.display()
-        );
+    let resume = match resume {
+        Some(dir) => Some(dir),
+        None => automatic_resume(&config)?,
+    };
+    if let Some(alloc) = SlurmAllocation::from_env() {
+        let problems = alloc.mismatches(&config.slurm);
+        if !problems.is_empty() {
+            bail!(
+                "Slurm job {} does not match the configuration's [slurm] table: {}. Submit with `mtm launch slurm --config ...`, or make [slurm] describe the allocation",
+                alloc.job_id,
+                problems.join("; ")
+            );
+        }
     }
     let (placement, topology) = placement(&config)?;
     let rank = topology.rank;
@@ -178,6 +190,84 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         return result.with_context(|| format!("rank {rank} of {world}"));
     }
     result
+}
+
+/// A run started again in a folder that holds a checkpoint continues from it (after a
+/// preemption, a time limit, a crash), provided it is the same run: same model, seed,
+/// data and masking. Anything else is refused rather than mixed.
+fn automatic_resume(config: &RunConfig) -> Result<Option<PathBuf>> {
+    let checkpoints = config.out_dir.join("checkpoints");
+    if !checkpoints.join("latest").exists() {
+        return Ok(None);
+    }
+    let dir = checkpoint::resolve(&checkpoints)?;
+    let stored = checkpoint::read_config(&dir)?;
+    let mut differences = Vec::new();
+    if stored.model != config.model {
+        differences.push("model");
+    }
+    if stored.seed != config.seed {
+        differences.push("seed");
+    }
+    if stored.data.root != config.data.root || stored.data.sessions != config.data.sessions {
+        differences.push("data");
+    }
+    if stored.masking != config.masking {
+        differences.push("masking");
+    }
+    if !differences.is_empty() {
+        bail!(
+            "{} already holds a run with another {}; choose another out_dir (--set out_dir=...) or continue it with --resume {}",
+            config.out_dir.display(),
+            differences.join(", "),
+            config.out_dir.display()
+        );
+    }
+    eprintln!(
+        "{} holds a checkpoint of this run: resuming from {}",
+        config.out_dir.display(),
+        dir.display()
+    );
+    Ok(Some(dir))
+}
+
+/// SIGUSR1 (Slurm's warning before the time limit), SIGTERM (preemption, scancel) and
+/// SIGINT (Ctrl-C) ask the run to stop after the current step with a checkpoint; a second
+/// SIGINT ends the process at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&flag))?;
+    for signal in [SIGUSR1, SIGTERM, SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// Exit status of a run stopped by a signal after writing its checkpoint (EX_TEMPFAIL: run
+/// the same command again to continue).
+pub(crate) const STOPPED_EXIT_CODE: u8 = 75;
+
+/// After a stop: requeue the Slurm job when the batch script asked for it (rank 0 only).
+fn after_stop(step: u64, lead: bool) -> ExitCode {
+    if lead {
+        eprintln!(
+            "stopped after step {step} with a checkpoint; the same command continues the run"
+        );
+        if std::env::var("MTM_SLURM_REQUEUE").is_ok_and(|v| v == "1")
+            && let Ok(job) = std::env::var("SLURM_JOB_ID")
+        {
+            match std::process::Command::new("scontrol")
+                .args(["requeue", &job])
+                .status()
+            {
+                Ok(s) if s.success() => eprintln!("requeued Slurm job {job}"),
+                Ok(s) => eprintln!("scontrol requeue {job} failed ({s}); resubmit the job"),
+                Err(e) => eprintln!("cannot run scontrol ({e}); resubmit the job"),
+            }
+        }
+    }
+    ExitCode::from(STOPPED_EXIT_CODE)
 }
 
 /// The launcher's topology and the collective that goes with it: one process alone, MPI
@@ -265,9 +355,12 @@ fn train_as(
     }
     let mut trainer = Trainer::with_placement(config.clone(), resume.as_deref(), placement)
         .with_context(|| format!("setting up the run in {}", config.out_dir.display()))?;
+    trainer.set_stop_flag(stop_on_signals()?);
     if !lead {
-        trainer.run(&mut train::Silent)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(match trainer.run(&mut train::Silent)? {
+            RunEnd::Finished => ExitCode::SUCCESS,
+            RunEnd::Stopped { step } => after_stop(step, false),
+        });
     }
     let sessions = trainer.sessions().len();
     eprintln!(
@@ -288,7 +381,10 @@ fn train_as(
             .unwrap_or_default(),
     );
     let mut observer = Bar::new(trainer.total_steps, config.train.log_every);
-    trainer.run(&mut observer)?;
+    if let RunEnd::Stopped { step } = trainer.run(&mut observer)? {
+        observer.bar.abandon();
+        return Ok(after_stop(step, true));
+    }
     observer.bar.finish();
     eprintln!("run written to {}", config.out_dir.display());
     if config.eval.after_training && !args.no_eval {

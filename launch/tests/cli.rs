@@ -282,10 +282,31 @@ fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
         "a header and one line per step"
     );
 
-    // A second `train` into the same folder refuses rather than overwriting the run.
-    let o = mtm(&["train", "--config", config], &[]);
+    // A second `train` of another run into the same folder refuses rather than mixing
+    // runs; the same run started again continues from its checkpoint (here: nothing left).
+    let o = mtm(
+        &[
+            "train",
+            "--config",
+            config,
+            "--set",
+            "masking.scheme=temporal",
+        ],
+        &[],
+    );
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("--resume"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("already holds a run with another masking"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = mtm(&["train", "--config", config, "--no-eval"], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("resuming from"),
+        "{}",
+        text(&o.stderr)
+    );
 
     // Resuming with more steps continues from the last checkpoint.
     let o = mtm(

@@ -43,6 +43,10 @@ pub struct RunConfig {
     /// Fine-tuning on held-out sessions (read by `mtm finetune`; `mtm train` ignores it).
     #[serde(default)]
     pub finetune: FinetuneConfig,
+    /// Resources of a Slurm job (`mtm launch slurm` writes the batch script from it; under
+    /// Slurm, `mtm train` checks the allocation against it).
+    #[serde(default)]
+    pub slurm: mtm_cluster::slurm::SlurmRequest,
 }
 
 /// How `mtm finetune` starts each held-out session's model.

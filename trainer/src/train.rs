@@ -16,6 +16,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -289,6 +290,21 @@ pub struct Trainer {
     world: usize,
     /// Steps skipped for non-finite gradients.
     pub skipped_steps: u64,
+    stop_flag: Option<Arc<AtomicBool>>,
+    stop_agreed: bool,
+}
+
+/// How [`Trainer::run_until`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The requested steps are done.
+    Finished,
+    /// A rank was asked to stop (a signal): every rank stopped after the same step, with a
+    /// checkpoint of it.
+    Stopped {
+        /// The last step done.
+        step: u64,
+    },
 }
 
 /// Where this process sits: its collective (rank, world) and its rank on its node (which
@@ -474,7 +490,15 @@ impl Trainer {
             rank,
             world,
             skipped_steps: 0,
+            stop_flag: None,
+            stop_agreed: false,
         })
+    }
+
+    /// A flag that, once set (by a signal handler), makes the run stop after the current
+    /// step with a checkpoint; ranks agree on the step through the per-step reduction.
+    pub fn set_stop_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.stop_flag = Some(flag);
     }
 
     /// This process's rank.
@@ -588,14 +612,20 @@ impl Trainer {
         // One small reduction first: which parameters any rank touched (PyTorch steps a
         // parameter whose gradient exists on some rank), which ranks failed, loss, trials.
         let n_params = self.grads.n_params();
-        let mut stats = vec![0.0f32; n_params + self.world + 2];
+        let mut stats = vec![0.0f32; n_params + self.world + 3];
         for (s, &t) in stats.iter_mut().zip(&self.grads.touched) {
             *s = f32::from(u8::from(t));
         }
         stats[n_params + self.rank] = f32::from(u8::from(!finite));
         stats[n_params + self.world] = loss_sum as f32;
         stats[n_params + self.world + 1] = trials as f32;
+        let stop_here = self
+            .stop_flag
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
+        stats[n_params + self.world + 2] = f32::from(u8::from(stop_here));
         self.comm.all_reduce(&mut stats, ReduceOp::Sum)?;
+        self.stop_agreed = stats[n_params + self.world + 2] > 0.0;
         let failed: Vec<usize> = (0..self.world)
             .filter(|&r| stats[n_params + r] > 0.0)
             .collect();
@@ -722,13 +752,13 @@ impl Trainer {
     }
 
     /// Runs to the end: logging, validation and checkpoints as configured.
-    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<()> {
+    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunEnd> {
         self.run_until(self.total_steps, observer)
     }
 
     /// Runs until `stop` steps are done (at most the run's total), as [`Trainer::run`].
     /// Only rank 0 writes files and talks to the observer.
-    pub fn run_until(&mut self, stop: u64, observer: &mut dyn Observer) -> Result<()> {
+    pub fn run_until(&mut self, stop: u64, observer: &mut dyn Observer) -> Result<RunEnd> {
         let stop = stop.min(self.total_steps);
         let lead = self.rank == 0;
         let mut silent = Silent;
@@ -810,7 +840,11 @@ impl Trainer {
                 window_start = Instant::now();
             }
             observer.step(&record);
-            if last || (train.checkpoint_every > 0 && self.step % train.checkpoint_every == 0) {
+            let stopping = self.stop_agreed && !last;
+            if last
+                || stopping
+                || (train.checkpoint_every > 0 && self.step % train.checkpoint_every == 0)
+            {
                 let path = self.save_checkpoint()?;
                 observer.note(&format!(
                     "step {}: checkpoint {}",
@@ -818,8 +852,15 @@ impl Trainer {
                     path.display()
                 ));
             }
+            if stopping {
+                observer.note(&format!(
+                    "step {}: stopping on request (signal); the checkpoint holds the run",
+                    self.step
+                ));
+                return Ok(RunEnd::Stopped { step: self.step });
+            }
         }
-        Ok(())
+        Ok(RunEnd::Finished)
     }
 }
 

@@ -1,0 +1,199 @@
+//! Preemption as Slurm does it: a signal during training leaves a checkpoint, the process
+//! exits with status 75, and the same command started again resumes exactly; under
+//! `mpirun`, a signal to one rank stops every rank after the same step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("run.toml");
+    let text = format!(
+        r#"
+out_dir = "{run}"
+seed = 3
+[data]
+root = "{data}"
+batch_size = 8
+[data.synthesize]
+sessions = 2
+seed = 6
+units = [20, 30]
+trials = [150, 150]
+regions = [2, 3]
+[model]
+stitch_dim = 32
+hidden = 32
+layers = 2
+heads = 2
+mlp = 64
+dropout = 0.2
+[train]
+steps = 60
+lr = 2e-3
+log_every = 1
+checkpoint_every = 0
+keep_checkpoints = 0
+[eval]
+after_training = false
+"#,
+        run = dir.join("run").display(),
+        data = dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect()
+}
+
+fn final_model(run: &Path) -> BTreeMap<String, Vec<u8>> {
+    tensors(&run.join("checkpoints/step-00000060/model.safetensors"))
+}
+
+/// Starts `command`, waits until the run has logged `after` steps, signals `target(pid)`
+/// with SIGUSR1, and returns the exit status and stderr.
+fn interrupt(mut command: Command, run: &Path, target: impl Fn(u32) -> u32) -> (i32, String) {
+    let stderr_path = run.with_extension("stderr");
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("starts");
+    let metrics = run.join("metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 5) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "training did not start: {}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = target(child.id());
+    let status = Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stderr_path).unwrap(),
+    )
+}
+
+fn checkpoint_steps(run: &Path) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
+#[test]
+fn a_signal_checkpoints_and_the_same_command_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let mtm = env!("CARGO_BIN_EXE_mtm");
+    let straight = dir.path().join("straight");
+    let run = |out: &Path| {
+        let mut c = Command::new(mtm);
+        c.args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--set",
+            &format!("out_dir={}", out.display()),
+        ])
+        .env("MTM_LOG", "warn")
+        .env("RAYON_NUM_THREADS", "1");
+        c
+    };
+    let o = run(&straight).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let interrupted = dir.path().join("interrupted");
+    let (code, stderr) = interrupt(run(&interrupted), &interrupted, |pid| pid);
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("stopping on request"), "{stderr}");
+    let steps = checkpoint_steps(&interrupted);
+    assert_eq!(steps.len(), 1, "one checkpoint, at the stop: {steps:?}");
+    assert!(steps[0] < 60, "stopped at {steps:?}");
+
+    // The same command again: resumes from the checkpoint, ends like the straight run.
+    let o = run(&interrupted).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert!(
+        final_model(&straight) == final_model(&interrupted),
+        "the resumed run differs from the uninterrupted one"
+    );
+}
+
+/// The pid of rank `rank` among `mpirun`'s children.
+fn rank_pid(mpirun: u32, rank: usize) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{mpirun}/task/{mpirun}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|kv| kv == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
+            })
+        })
+        .expect("the rank among mpirun's children")
+}
+
+#[test]
+fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let run = dir.path().join("run");
+    let mut command = Command::new("mpirun");
+    command.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        "2",
+        "-x",
+        "RAYON_NUM_THREADS=1",
+        "-x",
+        "MTM_LOG=warn",
+        env!("CARGO_BIN_EXE_mtm"),
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    // Only rank 1 is told; rank 0 learns it through the step's reduction.
+    let (code, stderr) = interrupt(command, &run, |mpirun| rank_pid(mpirun, 1));
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("stopping on request"), "{stderr}");
+    let steps = checkpoint_steps(&run);
+    assert_eq!(steps.len(), 1, "{steps:?}\n{stderr}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join(format!("checkpoints/step-{:08}/state.json", steps[0])))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], steps[0]);
+    assert_eq!(state["world_size"], 2);
+}
