@@ -8,6 +8,7 @@ mod data;
 mod finetune;
 mod ingest;
 mod launch;
+mod sweep;
 mod train;
 
 use std::process::ExitCode;
@@ -69,6 +70,12 @@ enum Command {
     /// the forward pass), MODEL_CARD.md, and reference.safetensors (an input and the
     /// log-rates mtm computes for it). `mtm eval --checkpoint EXPORT` reads it back.
     Export(finetune::ExportArgs),
+    /// Scaling sweeps: pretrain on 1, 2, 4, ... sessions, fine-tune on held-out sessions,
+    /// evaluate, tabulate (CSV, Parquet); `mtm sweep report` fits power laws and plots.
+    ///
+    /// Cells run one after another (or as a Slurm job array with --slurm); finished cells
+    /// are skipped, an interrupted one resumes from its checkpoint.
+    Sweep(sweep::SweepArgs),
     /// Start runs on a cluster (Slurm).
     #[command(subcommand)]
     Launch(launch::LaunchCommand),
@@ -123,6 +130,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => finetune::finetune(args),
         Command::Export(args) => finetune::export(args),
         Command::Launch(command) => launch::run(command),
+        Command::Sweep(args) => sweep::run(args),
     };
     match result {
         Ok(code) => code,

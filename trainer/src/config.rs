@@ -556,7 +556,9 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
+            // Sweep files (a `[grid]` table) are checked by the sweep crate.
+            let sweep = std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\n[grid]"));
+            if path.extension().is_some_and(|e| e == "toml") && !sweep {
                 RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
                 seen += 1;
             }

@@ -1,0 +1,449 @@
+//! `mtm sweep`: run the cells of a scaling sweep (locally or as a Slurm job array), and
+//! `mtm sweep report`: fit and plot the results.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use mtm_cluster::slurm::{sbatch_script, shell_quote};
+use mtm_dataloader::{Dataset, Split};
+use mtm_sweep::fit::fit_with_intervals;
+use mtm_sweep::grid::{Cell, SweepConfig};
+use mtm_sweep::plot::{Series, plot};
+use mtm_sweep::results::{self, METRICS, Row};
+use mtm_trainer::checkpoint;
+
+/// Arguments of `mtm sweep`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    command: Option<SweepCommand>,
+    /// The sweep file (see configs/scaling-quick.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print every cell with its derived settings and status; run nothing.
+    #[arg(long, conflicts_with_all = ["slurm", "cell"])]
+    dry_run: bool,
+    /// Write a Slurm job array (one task per unfinished cell, resources from the base
+    /// configuration's [slurm] table) instead of running the cells here.
+    #[arg(long, conflicts_with = "cell")]
+    slurm: bool,
+    /// Run only the cell with this index (what each array task does).
+    #[arg(long)]
+    cell: Option<usize>,
+}
+
+/// `mtm sweep` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Fit each metric against the number of pretraining sessions (power law with offset,
+    /// `y = y_inf - b n^-alpha`, 95 % bootstrap intervals), write fits.json and plots
+    /// (SVG and PNG, one per metric, a line per masking scheme and model size).
+    Report {
+        /// The sweep file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// `mtm sweep`.
+pub fn run(args: SweepArgs) -> Result<ExitCode> {
+    if let Some(SweepCommand::Report { config }) = args.command {
+        return report(&config);
+    }
+    let Some(path) = args.config else {
+        bail!("give --config SWEEP_FILE (see configs/scaling-quick.toml)");
+    };
+    let (sweep, _, base_text) = SweepConfig::load(&path)?;
+    let cells = sweep.cells();
+    if args.dry_run {
+        print_cells(&sweep, &cells)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.slurm {
+        return slurm_array(&sweep, &cells, &path);
+    }
+    let exe = std::env::current_exe().context("locating the mtm binary")?;
+    let chosen: Vec<&Cell> = match args.cell {
+        Some(i) => vec![cells.get(i).with_context(|| {
+            format!("the sweep has {} cells; --cell {i} is not one", cells.len())
+        })?],
+        None => cells.iter().collect(),
+    };
+    let started = Instant::now();
+    for (k, cell) in chosen.iter().enumerate() {
+        let dir = sweep.cell_dir(cell);
+        if results::read_row(&dir)?.is_some() {
+            eprintln!("cell {}/{} {}: done, skipped", k + 1, chosen.len(), cell.id);
+            continue;
+        }
+        eprintln!(
+            "cell {}/{} {}: {} session(s), {} masking, model {}, seed {}, {} steps of {} trials ({:.0} s into the sweep)",
+            k + 1,
+            chosen.len(),
+            cell.id,
+            cell.sessions,
+            cell.masking,
+            cell.model,
+            cell.seed,
+            cell.steps,
+            cell.batch_size,
+            started.elapsed().as_secs_f64()
+        );
+        match run_cell(&sweep, cell, &base_text, &exe)? {
+            Some(row) => {
+                results::write_row(&dir, &row)?;
+                eprintln!(
+                    "cell {}: held-out co-smooth {} bps, {:.0} s",
+                    cell.id,
+                    row.co_smooth.map_or("-".into(), |v| format!("{v:.4}")),
+                    row.wall_time_s
+                );
+            }
+            None => {
+                eprintln!(
+                    "cell {} stopped on a signal with a checkpoint; run the same command to continue",
+                    cell.id
+                );
+                return Ok(ExitCode::from(crate::train::STOPPED_EXIT_CODE));
+            }
+        }
+        gather(&sweep, &cells)?;
+    }
+    let rows = gather(&sweep, &cells)?;
+    eprintln!(
+        "{} of {} cells done; results in {}/results.csv and results.parquet; `mtm sweep report --config {}` fits and plots them",
+        rows.len(),
+        cells.len(),
+        sweep.out_dir.display(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(sweep: &SweepConfig, cell: &Cell) -> Result<&'static str> {
+    let dir = sweep.cell_dir(cell);
+    Ok(if results::read_row(&dir)?.is_some() {
+        "done"
+    } else if dir.exists() {
+        "partial"
+    } else {
+        "pending"
+    })
+}
+
+fn print_cells(sweep: &SweepConfig, cells: &[Cell]) -> Result<()> {
+    println!(
+        "{:>5}  {:<34} {:>8} {:<17} {:<10} {:>5} {:>7} {:>6}  status",
+        "index", "run id", "sessions", "masking", "model", "seed", "steps", "batch"
+    );
+    for c in cells {
+        println!(
+            "{:>5}  {:<34} {:>8} {:<17} {:<10} {:>5} {:>7} {:>6}  {}",
+            c.index,
+            c.id,
+            c.sessions,
+            c.masking,
+            c.model,
+            c.seed,
+            c.steps,
+            c.batch_size,
+            status(sweep, c)?
+        );
+    }
+    println!(
+        "{} cells; held out: {}; fine-tuning {} steps per held-out session; output in {}",
+        cells.len(),
+        sweep.held_out.join(", "),
+        sweep.budget.finetune_steps,
+        sweep.out_dir.display()
+    );
+    Ok(())
+}
+
+/// Runs `mtm` with `args`; `Ok(false)` when it stopped on a signal with a checkpoint.
+fn mtm(exe: &Path, args: &[&str]) -> Result<bool> {
+    let status = Command::new(exe)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(code) if code == i32::from(crate::train::STOPPED_EXIT_CODE) => Ok(false),
+        _ => bail!("mtm {} failed ({status})", args.join(" ")),
+    }
+}
+
+/// Pretrains, fine-tunes and evaluates one cell; `None` when stopped by a signal. An
+/// interrupted pretraining resumes from its checkpoint; an interrupted fine-tuning starts
+/// again (it is short).
+fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Result<Option<Row>> {
+    let dir = sweep.cell_dir(cell);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pre = sweep.pretrain_config(cell, base_text)?;
+    let fine = sweep.finetune_config(cell, base_text)?;
+    let (pre_path, fine_path) = (dir.join("pretrain.toml"), dir.join("finetune.toml"));
+    std::fs::write(&pre_path, pre.to_toml())?;
+    std::fs::write(&fine_path, fine.to_toml())?;
+    let started = Instant::now();
+    if !mtm(
+        exe,
+        &[
+            "train",
+            "--config",
+            &pre_path.display().to_string(),
+            "--no-eval",
+        ],
+    )? {
+        return Ok(None);
+    }
+    let report_path = fine.out_dir.join("finetune-report.json");
+    if !report_path.exists() {
+        if fine.out_dir.exists() {
+            std::fs::remove_dir_all(&fine.out_dir)
+                .with_context(|| format!("clearing {}", fine.out_dir.display()))?;
+        }
+        if !mtm(
+            exe,
+            &[
+                "finetune",
+                "--config",
+                &fine_path.display().to_string(),
+                "--checkpoint",
+                &pre.out_dir.display().to_string(),
+            ],
+        )? {
+            return Ok(None);
+        }
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&report_path)
+            .with_context(|| format!("reading {}", report_path.display()))?,
+    )?;
+    let mean = |task: &str| -> Option<f64> {
+        report["report"]["mean"]
+            .as_array()?
+            .iter()
+            .find(|pair| pair[0] == task)
+            .and_then(|pair| pair[1].as_f64())
+    };
+    let checkpoint_dir = checkpoint::resolve(&pre.out_dir)?;
+    let state = checkpoint::read_state(&checkpoint_dir)?;
+    let dataset = Dataset::open(&pre.data.root)?;
+    let counts = dataset.trial_counts(Split::Train);
+    let trials: usize = dataset
+        .sessions
+        .iter()
+        .zip(&counts)
+        .filter(|(s, _)| pre.data.sessions.contains(&s.eid))
+        .map(|(_, &n)| n)
+        .sum();
+    Ok(Some(Row {
+        run_id: cell.id.clone(),
+        sessions: cell.sessions as u64,
+        trials: trials as u64,
+        tokens: (trials * pre.model.n_bins) as u64,
+        masking: cell.masking.clone(),
+        model: cell.model.clone(),
+        seed: cell.seed,
+        parameters: parameters(&checkpoint_dir.join("model.safetensors"))?,
+        steps: state.step,
+        batch_size: cell.batch_size as u64,
+        co_smooth: mean("co-smooth"),
+        forward: mean("forward"),
+        intra: mean("intra"),
+        inter: mean("inter"),
+        choice: mean("choice"),
+        whisker: mean("whisker"),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        world_size: state.world_size as u64,
+        git_commit: git_commit(),
+        config_hash: results::config_hash(&(pre.to_toml() + &fine.to_toml())),
+    }))
+}
+
+fn parameters(path: &Path) -> Result<u64> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(file
+        .tensors()
+        .iter()
+        .map(|(_, v)| v.shape().iter().product::<usize>() as u64)
+        .sum())
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Every finished cell's row, written to the results table.
+fn gather(sweep: &SweepConfig, cells: &[Cell]) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for cell in cells {
+        if let Some(row) = results::read_row(&sweep.cell_dir(cell))? {
+            rows.push(row);
+        }
+    }
+    std::fs::create_dir_all(&sweep.out_dir)?;
+    results::write_table(&sweep.out_dir, &rows)?;
+    Ok(rows)
+}
+
+fn slurm_array(sweep: &SweepConfig, cells: &[Cell], path: &Path) -> Result<ExitCode> {
+    let pending: Vec<String> = cells
+        .iter()
+        .filter(|c| status(sweep, c).map(|s| s != "done").unwrap_or(true))
+        .map(|c| c.index.to_string())
+        .collect();
+    if pending.is_empty() {
+        eprintln!("every cell is done; nothing to submit");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = mtm_trainer::config::RunConfig::load(&sweep.base, &[])?;
+    let cwd = std::env::current_dir()?;
+    let launch_dir = cwd.join(&sweep.out_dir).join("launch");
+    let exe = std::env::current_exe()?;
+    let sweep_path = cwd.join(path);
+    // Each array task is one cell; its ranks are the base configuration's [slurm] request.
+    let command = format!(
+        "{} sweep --config {} --cell $SLURM_ARRAY_TASK_ID",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&sweep_path.display().to_string())
+    );
+    let name = sweep
+        .out_dir
+        .file_name()
+        .map_or("mtm-sweep".into(), |n| n.to_string_lossy().into_owned());
+    let script = sbatch_script(
+        &base.slurm,
+        &name,
+        &cwd.display().to_string(),
+        &launch_dir.display().to_string(),
+        &command,
+    )
+    .replacen(
+        "#SBATCH --nodes",
+        &format!("#SBATCH --array={}\n#SBATCH --nodes", pending.join(",")),
+        1,
+    )
+    .replace("%x-%j.out", "%x-%A_%a.out");
+    std::fs::create_dir_all(&launch_dir)?;
+    let script_path = launch_dir.join(format!("{name}.sbatch"));
+    std::fs::write(&script_path, &script)?;
+    print!("{script}");
+    eprintln!(
+        "wrote {} ({} array tasks); submit with: sbatch {0}",
+        script_path.display(),
+        pending.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(path: &Path) -> Result<ExitCode> {
+    let (sweep, _, _) = SweepConfig::load(path)?;
+    let cells = sweep.cells();
+    let rows = gather(&sweep, &cells)?;
+    if rows.is_empty() {
+        bail!(
+            "no finished cells under {}; run `mtm sweep --config {}` first",
+            sweep.out_dir.display(),
+            path.display()
+        );
+    }
+    let plots_dir = sweep.out_dir.join("plots");
+    std::fs::create_dir_all(&plots_dir)?;
+    let mut groups: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.masking.clone(), r.model.clone()))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let mut fits = Vec::new();
+    println!(
+        "{:<10} {:<17} {:<8} {:>7} {:>22} {:>9} {:>20}",
+        "metric", "masking", "model", "points", "y_inf [95% CI]", "alpha", "[95% CI]"
+    );
+    for (metric, get) in METRICS {
+        let mut series = Vec::new();
+        for (masking, model) in &groups {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| &r.masking == masking && &r.model == model)
+                .filter_map(|r| get(r).map(|v| (r.sessions as f64, v)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let fit = fit_with_intervals(&points, 1000, 0);
+            match &fit {
+                Some(f) => println!(
+                    "{metric:<10} {masking:<17} {model:<8} {:>7} {:>8.4} [{:.4}, {:.4}] {:>9.3} [{:.3}, {:.3}]",
+                    points.len(),
+                    f.fit.y_inf,
+                    f.y_inf_ci[0],
+                    f.y_inf_ci[1],
+                    f.fit.alpha,
+                    f.alpha_ci[0],
+                    f.alpha_ci[1]
+                ),
+                None => println!(
+                    "{metric:<10} {masking:<17} {model:<8} {:>7}   (fewer than 3 session counts: no fit)",
+                    points.len()
+                ),
+            }
+            fits.push(serde_json::json!({
+                "metric": metric,
+                "masking": masking,
+                "model": model,
+                "points": points,
+                "fit": fit,
+            }));
+            series.push(Series {
+                label: if groups.iter().any(|g| &g.1 != model) {
+                    format!("{masking} ({model})")
+                } else {
+                    masking.clone()
+                },
+                points,
+                fit: fit.map(|f| f.fit),
+            });
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let (title, unit) = match metric {
+            "co_smooth" => ("Held-out co-smoothing", "bits per spike"),
+            "forward" => ("Held-out forward prediction", "bits per spike"),
+            "intra" => ("Held-out intra-region prediction", "bits per spike"),
+            "inter" => ("Held-out inter-region prediction", "bits per spike"),
+            "choice" => ("Held-out choice decoding", "accuracy"),
+            _ => ("Held-out whisker motion energy decoding", "R²"),
+        };
+        plot(&plots_dir.join(metric), title, unit, &series)?;
+    }
+    let fits_path = sweep.out_dir.join("fits.json");
+    std::fs::write(
+        &fits_path,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "model": "y(n) = y_inf - b * n^(-alpha), n = pretraining sessions; 95% intervals from 1000 bootstrap resamples of the points",
+            "fits": fits,
+        }))?,
+    )?;
+    eprintln!(
+        "{} rows; fits in {}; plots (SVG, PNG) in {}",
+        rows.len(),
+        fits_path.display(),
+        plots_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

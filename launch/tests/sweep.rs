@@ -1,0 +1,250 @@
+//! `mtm sweep` and `mtm launch slurm` as users run them: a tiny sweep run cell by cell,
+//! resumed without re-running finished cells, reported with fits and plots; the Slurm
+//! array and batch scripts; the allocation check under Slurm.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mtm(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    c.args(args)
+        .env("MTM_LOG", "warn")
+        .env("RAYON_NUM_THREADS", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("mtm runs")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let o = mtm(args, &[]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "mtm {args:?} failed:\n{err}");
+    (out, err)
+}
+
+/// A base run configuration and a 3-cell sweep over it (1, 2, 3 pretraining sessions).
+fn sweep(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let o = mtm(
+        &[
+            "synth",
+            "--out",
+            data.to_str().unwrap(),
+            "--sessions",
+            "5",
+            "--units",
+            "16..24",
+            "--trials",
+            "60..80",
+            "--seed",
+            "4",
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let mut eids: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .strip_suffix("_aligned")
+                .map(str::to_string)
+        })
+        .collect();
+    eids.sort();
+    std::fs::write(
+        dir.join("base.toml"),
+        format!(
+            r#"
+out_dir = "unused"
+[data]
+root = "{}"
+batch_size = 8
+[model]
+stitch_dim = 8
+hidden = 8
+layers = 1
+heads = 2
+mlp = 16
+[train]
+steps = 3
+log_every = 1
+[eval]
+rows_per_pass = 64
+heldout_group = 8
+tasks = ["co-smooth", "choice"]
+[slurm]
+nodes = 1
+tasks_per_node = 2
+cpus_per_task = 4
+time = "01:00:00"
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let list = |e: &[String]| {
+        e.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let path = dir.join("sweep.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+out_dir = "{}"
+base = "base.toml"
+pretrain_sessions = [{}]
+held_out = [{}]
+[grid]
+sessions = [1, 2, 3]
+masking = ["temporal"]
+[budget]
+steps_base = 2
+steps_per_session = 1
+min_steps = 2
+max_steps = 10
+finetune_steps = 2
+"#,
+            dir.join("out").display(),
+            list(&eids[..3]),
+            list(&eids[3..4])
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[test]
+fn a_sweep_runs_resumes_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep(dir.path());
+    let config = config.to_str().unwrap();
+    let out = dir.path().join("out");
+
+    let (table, _) = ok(&["sweep", "--config", config, "--dry-run"]);
+    assert!(table.contains("base-temporal-s001-seed1"), "{table}");
+    assert!(table.contains("base-temporal-s003-seed1"), "{table}");
+    assert_eq!(table.matches("pending").count(), 3, "{table}");
+    assert!(!out.exists(), "a dry run writes nothing");
+
+    // One cell alone (as an array task would), then the whole sweep: the finished cell is
+    // skipped, not re-run.
+    ok(&["sweep", "--config", config, "--cell", "1"]);
+    let first = out.join("cells/base-temporal-s002-seed1");
+    let stamp = modified(&first.join("result.json"));
+    let (_, log) = ok(&["sweep", "--config", config]);
+    assert!(
+        log.contains("base-temporal-s002-seed1: done, skipped"),
+        "{log}"
+    );
+    assert_eq!(modified(&first.join("result.json")), stamp);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = csv.lines().nth(2).unwrap().split(',').collect();
+    let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(col("sessions"), "2");
+    assert_eq!(col("steps"), "4");
+    assert!(col("co_smooth").parse::<f64>().is_ok(), "{csv}");
+    assert!(col("tokens").parse::<u64>().unwrap() > 0);
+    assert!(out.join("results.parquet").is_file());
+    let (table, _) = ok(&["sweep", "--config", config, "--dry-run"]);
+    assert_eq!(table.matches("  done").count(), 3, "{table}");
+
+    let (fits, _) = ok(&["sweep", "report", "--config", config]);
+    assert!(fits.contains("co_smooth"), "{fits}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fits.json")).unwrap()).unwrap();
+    assert!(!json["fits"].as_array().unwrap().is_empty());
+    for file in ["co_smooth.svg", "co_smooth.png", "choice.svg"] {
+        assert!(out.join("plots").join(file).is_file(), "{file} missing");
+    }
+
+    // The Slurm array covers the cells still to do (none now) or, after one is removed,
+    // exactly that one.
+    std::fs::remove_file(first.join("result.json")).unwrap();
+    let (script, _) = ok(&["sweep", "--config", config, "--slurm"]);
+    assert!(script.contains("#SBATCH --array=1\n"), "{script}");
+    assert!(script.contains("--cell $SLURM_ARRAY_TASK_ID"), "{script}");
+    assert!(script.contains("%x-%A_%a.out"), "{script}");
+}
+
+#[test]
+fn launch_slurm_writes_a_script_and_the_allocation_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep(dir.path());
+    let base = config.with_file_name("base.toml");
+    let base = base.to_str().unwrap();
+    let out_dir = format!("out_dir={}", dir.path().join("run").display());
+
+    let (script, _) = ok(&[
+        "launch",
+        "slurm",
+        "--config",
+        base,
+        "--set",
+        &out_dir,
+        "--dry-run",
+    ]);
+    assert!(script.contains("#SBATCH --ntasks-per-node=2"), "{script}");
+    assert!(script.contains("#SBATCH --signal=B:USR1@300"), "{script}");
+    assert!(script.contains("train --config"), "{script}");
+    assert!(!dir.path().join("run").exists(), "a dry run writes nothing");
+    let (_, log) = ok(&["launch", "slurm", "--config", base, "--set", &out_dir]);
+    assert!(log.contains("sbatch"), "{log}");
+    let written = dir.path().join("run/launch/run.sbatch");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&written)
+        .status()
+        .unwrap();
+    assert!(syntax.success());
+    assert!(dir.path().join("run/launch/config.toml").is_file());
+
+    // GPUs asked for a CPU run: explained.
+    let o = mtm(
+        &[
+            "launch",
+            "slurm",
+            "--config",
+            base,
+            "--set",
+            "slurm.gpus_per_node=2",
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("distributed.device"));
+
+    // Under a Slurm job that does not match [slurm]: explained before anything runs.
+    let o = mtm(
+        &["train", "--config", base, "--set", &out_dir],
+        &[
+            ("SLURM_JOB_ID", "77"),
+            ("SLURM_JOB_NUM_NODES", "2"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_CPUS_PER_TASK", "4"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("Slurm job 77")
+            && err.contains("nodes: the configuration asks for 1, Slurm allocated 2"),
+        "{err}"
+    );
+}

@@ -1,0 +1,442 @@
+//! The sweep configuration, its grid of cells, and each cell's derived settings.
+
+use std::path::{Path, PathBuf};
+
+use mtm_trainer::config::RunConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, SweepError, io};
+
+/// A scaling sweep (one TOML file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// Folder of the sweep: `cells/{id}/` (each cell's runs), `results.csv`,
+    /// `results.parquet`, `fits.json`, plots.
+    pub out_dir: PathBuf,
+    /// The run configuration every cell starts from (`mtm train` format), relative to the
+    /// sweep file. Its `[data]` gives the dataset; sessions come from this file.
+    pub base: PathBuf,
+    /// The pretraining pool, in order: a cell with n sessions pretrains on the first n.
+    pub pretrain_sessions: Vec<String>,
+    /// Sessions every cell is fine-tuned and evaluated on (never pretrained on).
+    pub held_out: Vec<String>,
+    /// What varies.
+    pub grid: Grid,
+    /// Training budget and batch as functions of the cell.
+    pub budget: Budget,
+    /// The fine-tuning stage.
+    #[serde(default)]
+    pub finetune: FinetuneStage,
+}
+
+/// The axes of the grid; cells are every combination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Numbers of pretraining sessions, e.g. `[1, 2, 4, 8]`.
+    pub sessions: Vec<usize>,
+    /// Masking schemes (`mtm train` names), e.g. `["temporal", "mtm"]`.
+    pub masking: Vec<String>,
+    /// Seeds; each is a replicate of every other setting.
+    #[serde(default = "one_seed")]
+    pub seeds: Vec<u64>,
+    /// Model sizes: a name and `--set`-style overrides of the base configuration.
+    #[serde(default = "base_model")]
+    pub models: Vec<ModelSize>,
+}
+
+fn one_seed() -> Vec<u64> {
+    vec![1]
+}
+
+fn base_model() -> Vec<ModelSize> {
+    vec![ModelSize {
+        name: "base".into(),
+        set: Vec::new(),
+    }]
+}
+
+/// One model size of the grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSize {
+    /// Short name used in run ids (letters, digits, `-`).
+    pub name: String,
+    /// Overrides, e.g. `["model.hidden=256", "model.layers=4"]`.
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// Pretraining steps and batch size of a cell with `n` sessions:
+/// `steps = clamp(steps_base + steps_per_session * n, min_steps, max_steps)` and
+/// `batch = min(round(batch_base * n^batch_exponent), max_batch)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Steps every cell gets.
+    pub steps_base: u64,
+    /// Steps added per pretraining session (more data, more steps).
+    pub steps_per_session: u64,
+    /// Lower bound on pretraining steps.
+    pub min_steps: u64,
+    /// Upper bound on pretraining steps.
+    pub max_steps: u64,
+    /// Trials per batch with one session.
+    pub batch_base: usize,
+    /// How the batch grows with sessions (0: constant; 0.5: with the square root).
+    pub batch_exponent: f64,
+    /// Upper bound on the batch.
+    pub max_batch: usize,
+    /// Fine-tuning steps per held-out session.
+    pub finetune_steps: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            steps_base: 0,
+            steps_per_session: 500,
+            min_steps: 500,
+            max_steps: 100_000,
+            batch_base: 16,
+            batch_exponent: 0.0,
+            max_batch: 256,
+            finetune_steps: 500,
+        }
+    }
+}
+
+/// The fine-tuning stage of every cell.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneStage {
+    /// Train only the held-out sessions' new weights.
+    pub freeze_backbone: bool,
+    /// Overrides of the fine-tuning configuration (e.g. `"train.lr=1e-3"`).
+    pub set: Vec<String>,
+}
+
+/// One cell of the grid with its derived settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cell {
+    /// Stable id: `{model}-{masking}-s{sessions:03}-seed{seed}`.
+    pub id: String,
+    /// Index in the grid's order (the Slurm array index).
+    pub index: usize,
+    /// Pretraining sessions.
+    pub sessions: usize,
+    /// Masking scheme.
+    pub masking: String,
+    /// Seed.
+    pub seed: u64,
+    /// Model size name.
+    pub model: String,
+    /// Pretraining steps.
+    pub steps: u64,
+    /// Trials per batch.
+    pub batch_size: usize,
+}
+
+impl SweepConfig {
+    /// Reads and checks a sweep file.
+    pub fn load(path: &Path) -> Result<(Self, RunConfig, String)> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let origin = path.display().to_string();
+        let bad = |message: String| SweepError::Config {
+            origin: origin.clone(),
+            message,
+        };
+        let mut config: SweepConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if config.base.is_relative() {
+            config.base = path.parent().unwrap_or(Path::new(".")).join(&config.base);
+        }
+        let base_text = std::fs::read_to_string(&config.base).map_err(io(&config.base))?;
+        let base = RunConfig::parse(&base_text, &config.base.display().to_string(), &[])?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(bad(problems.join("; ")));
+        }
+        // Every cell's configuration must parse: errors now, not hours into the sweep.
+        for cell in config.cells() {
+            config.pretrain_config(&cell, &base_text)?;
+            config.finetune_config(&cell, &base_text)?;
+        }
+        Ok((config, base, base_text))
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let g = &self.grid;
+        if g.sessions.is_empty()
+            || g.masking.is_empty()
+            || g.seeds.is_empty()
+            || g.models.is_empty()
+        {
+            out.push(
+                "grid.sessions, grid.masking, grid.seeds and grid.models need a value each".into(),
+            );
+        }
+        if let Some(&n) = g
+            .sessions
+            .iter()
+            .find(|&&n| n == 0 || n > self.pretrain_sessions.len())
+        {
+            out.push(format!(
+                "grid.sessions has {n}, but the pretraining pool holds {} sessions",
+                self.pretrain_sessions.len()
+            ));
+        }
+        if self.held_out.is_empty() {
+            out.push("held_out needs at least one session".into());
+        }
+        if let Some(eid) = self
+            .held_out
+            .iter()
+            .find(|e| self.pretrain_sessions.contains(e))
+        {
+            out.push(format!(
+                "{eid} is both held out and in the pretraining pool"
+            ));
+        }
+        for m in &g.models {
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                out.push(format!(
+                    "model name `{}` must be letters, digits and -",
+                    m.name
+                ));
+            }
+        }
+        let b = &self.budget;
+        if b.min_steps > b.max_steps || b.batch_base == 0 || b.max_batch == 0 {
+            out.push("budget: min_steps <= max_steps, batch_base and max_batch >= 1".into());
+        }
+        out
+    }
+
+    /// Every cell, in a fixed order: model, masking, sessions, seed.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for model in &self.grid.models {
+            for masking in &self.grid.masking {
+                for &sessions in &self.grid.sessions {
+                    for &seed in &self.grid.seeds {
+                        cells.push(Cell {
+                            id: format!("{}-{masking}-s{sessions:03}-seed{seed}", model.name),
+                            index: cells.len(),
+                            sessions,
+                            masking: masking.clone(),
+                            seed,
+                            model: model.name.clone(),
+                            steps: self.budget.steps(sessions),
+                            batch_size: self.budget.batch(sessions),
+                        });
+                    }
+                }
+            }
+        }
+        cells
+    }
+
+    /// The cell's folder.
+    pub fn cell_dir(&self, cell: &Cell) -> PathBuf {
+        self.out_dir.join("cells").join(&cell.id)
+    }
+
+    fn model_overrides(&self, cell: &Cell) -> Vec<String> {
+        self.grid
+            .models
+            .iter()
+            .find(|m| m.name == cell.model)
+            .map(|m| m.set.clone())
+            .unwrap_or_default()
+    }
+
+    /// The cell's pretraining configuration.
+    pub fn pretrain_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
+        let mut set = self.model_overrides(cell);
+        set.extend([
+            format!(
+                "out_dir={}",
+                toml_string(&self.cell_dir(cell).join("pretrain"))
+            ),
+            format!(
+                "data.sessions={}",
+                toml_list(&self.pretrain_sessions[..cell.sessions])
+            ),
+            format!("masking.scheme={}", cell.masking),
+            format!("seed={}", cell.seed),
+            format!("train.steps={}", cell.steps),
+            format!("data.batch_size={}", cell.batch_size),
+            "eval.after_training=false".into(),
+        ]);
+        Ok(RunConfig::parse(
+            base_text,
+            &format!("{} (cell {})", self.base.display(), cell.id),
+            &set,
+        )?)
+    }
+
+    /// The cell's fine-tuning configuration (held-out sessions, fine-tuning budget).
+    pub fn finetune_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
+        let mut set = self.model_overrides(cell);
+        set.extend([
+            format!(
+                "out_dir={}",
+                toml_string(&self.cell_dir(cell).join("finetune"))
+            ),
+            format!("data.sessions={}", toml_list(&self.held_out)),
+            format!("masking.scheme={}", cell.masking),
+            format!("seed={}", cell.seed),
+            format!("train.steps={}", self.budget.finetune_steps),
+            format!("finetune.freeze_backbone={}", self.finetune.freeze_backbone),
+        ]);
+        set.extend(self.finetune.set.iter().cloned());
+        Ok(RunConfig::parse(
+            base_text,
+            &format!("{} (fine-tuning of cell {})", self.base.display(), cell.id),
+            &set,
+        )?)
+    }
+}
+
+impl Budget {
+    /// Pretraining steps with `n` sessions.
+    pub fn steps(&self, n: usize) -> u64 {
+        (self.steps_base + self.steps_per_session * n as u64).clamp(self.min_steps, self.max_steps)
+    }
+
+    /// Trials per batch with `n` sessions.
+    pub fn batch(&self, n: usize) -> usize {
+        ((self.batch_base as f64 * (n as f64).powf(self.batch_exponent)).round() as usize)
+            .clamp(1, self.max_batch)
+    }
+}
+
+fn toml_string(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+fn toml_list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "out_dir = \"x\"\n[data]\nroot = \"data/s\"\n[model]\nhidden = 32\nheads = 2\n";
+
+    fn sweep(dir: &Path) -> PathBuf {
+        std::fs::write(dir.join("base.toml"), BASE).unwrap();
+        let text = r#"
+out_dir = "runs/sweep"
+base = "base.toml"
+pretrain_sessions = ["a", "b", "c", "d"]
+held_out = ["e", "f"]
+[grid]
+sessions = [1, 2, 4]
+masking = ["temporal", "mtm"]
+seeds = [1, 2]
+[[grid.models]]
+name = "small"
+set = ["model.hidden=16"]
+[budget]
+steps_base = 100
+steps_per_session = 200
+min_steps = 400
+max_steps = 800
+batch_base = 8
+batch_exponent = 0.5
+max_batch = 14
+finetune_steps = 50
+"#;
+        let path = dir.join("sweep.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_grid_expands_with_derived_budgets_and_stable_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, _, base_text) = SweepConfig::load(&sweep(dir.path())).unwrap();
+        let cells = config.cells();
+        assert_eq!(cells.len(), 2 * 3 * 2);
+        assert_eq!(cells[0].id, "small-temporal-s001-seed1");
+        assert_eq!(cells[11].id, "small-mtm-s004-seed2");
+        assert_eq!(
+            cells.iter().map(|c| c.index).collect::<Vec<_>>(),
+            (0..12).collect::<Vec<_>>()
+        );
+        // steps: clamp(100 + 200 n, 400, 800); batch: min(round(8 sqrt(n)), 14).
+        let by_sessions = |n: usize| cells.iter().find(|c| c.sessions == n).unwrap();
+        assert_eq!((by_sessions(1).steps, by_sessions(1).batch_size), (400, 8));
+        assert_eq!((by_sessions(2).steps, by_sessions(2).batch_size), (500, 11));
+        assert_eq!((by_sessions(4).steps, by_sessions(4).batch_size), (800, 14));
+        // The same file gives the same ids.
+        let again = SweepConfig::load(&sweep(dir.path())).unwrap().0.cells();
+        assert_eq!(cells, again);
+
+        let pre = config.pretrain_config(&cells[3], &base_text).unwrap();
+        assert_eq!(pre.data.sessions, ["a", "b"]);
+        assert_eq!(pre.model.hidden, 16);
+        assert_eq!(pre.train.steps, 500);
+        assert_eq!(pre.masking.scheme.name(), "temporal");
+        assert!(
+            pre.out_dir
+                .ends_with("cells/small-temporal-s002-seed2/pretrain")
+        );
+        let fine = config.finetune_config(&cells[3], &base_text).unwrap();
+        assert_eq!(fine.data.sessions, ["e", "f"]);
+        assert_eq!(fine.train.steps, 50);
+    }
+
+    #[test]
+    fn the_shipped_sweeps_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for name in ["scaling-quick.toml", "scaling-ibl.toml"] {
+            let (config, _, _) =
+                SweepConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!config.cells().is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_sweeps_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sweep(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("[1, 2, 4]", "[1, 2, 5]")
+                .replace("\"e\", \"f\"", "\"a\""),
+        )
+        .unwrap();
+        let err = SweepConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("grid.sessions has 5"), "{err}");
+        assert!(err.contains("a is both held out"), "{err}");
+        std::fs::write(
+            &path,
+            text.replace(
+                "masking = [\"temporal\", \"mtm\"]",
+                "masking = [\"tmporal\"]",
+            ),
+        )
+        .unwrap();
+        let err = SweepConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("tmporal"), "{err}");
+    }
+}
