@@ -78,7 +78,11 @@ pub fn fit_power_law(points: &[(f64, f64)]) -> Option<PowerLaw> {
     let mut distinct: Vec<f64> = points.iter().map(|p| p.0).collect();
     distinct.sort_by(f64::total_cmp);
     distinct.dedup();
-    if distinct.len() < 3 || points.iter().any(|p| p.0.is_nan() || p.0 <= 0.0 || !p.1.is_finite()) {
+    if distinct.len() < 3
+        || points
+            .iter()
+            .any(|p| p.0.is_nan() || p.0 <= 0.0 || !p.1.is_finite())
+    {
         return None;
     }
     let sse = |alpha: f64| linear_part(points, alpha).map_or(f64::INFINITY, |r| r.2);
