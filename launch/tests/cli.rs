@@ -90,7 +90,7 @@ fn inspect_reports_a_broken_file_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
     synth(root, &[]);
-    let victim = walk(dir.path())
+    let victim = mtm_tests::walk(dir.path())
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with("val-00000-of-00001.parquet"))
         .unwrap();
@@ -110,19 +110,6 @@ fn inspect_reports_a_broken_file_and_exits_non_zero() {
         "{}",
         text(&o.stdout)
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn text(bytes: &[u8]) -> String {
@@ -323,21 +323,6 @@ fn a_two_rank_run_resumes_exactly_and_at_another_world_size() {
     assert!(diff <= 1e-5, "1-rank resume of a 2-rank run: {diff}");
 }
 
-/// The pid of rank `rank` among `mpirun`'s children.
-fn rank_pid(mpirun: &Child, rank: usize) -> Option<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", mpirun.id())).ok()?;
-    children
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|&b| b == 0)
-                    .any(|kv| kv == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
-            })
-        })
-}
-
 /// Starts a long 2-rank run, waits until it trains, sends `signal` to rank 1 and returns
 /// (seconds from the signal to mpirun's exit, exit success, stderr).
 fn signal_rank_one(signal: &str, timeout_s: u64) -> (f64, bool, String) {
@@ -373,7 +358,7 @@ fn signal_rank_one(signal: &str, timeout_s: u64) -> (f64, bool, String) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = rank_pid(&child, 1).expect("rank 1 among mpirun's children");
+    let pid = mtm_tests::mpirun_rank_pid(child.id(), 1).expect("rank 1 among mpirun's children");
     let killed = Instant::now();
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])

@@ -2,7 +2,6 @@
 //! an export read back by mtm, fine-tuning from a checkpoint onto held-out sessions, and
 //! the bad inputs (another architecture, a pretraining session held out, a missing path).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -84,15 +83,6 @@ fn eids(data: &Path) -> Vec<String> {
     out
 }
 
-fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
-        .collect()
-}
-
 fn pretrain(dir: &Path, extra: &str) -> (String, Vec<String>) {
     let config = config(dir, extra);
     let config = config.to_str().unwrap().to_string();
@@ -143,7 +133,7 @@ fn export_round_trip(positions: &str) {
     ] {
         assert!(export.join(file).is_file(), "{file} missing");
     }
-    let names = tensors(&export.join("model.safetensors"));
+    let names = mtm_tests::safetensors_bytes(&export.join("model.safetensors"));
     assert!(
         names.contains_key("layers.1.attn.qkv.weight"),
         "{:?}",
@@ -177,13 +167,13 @@ fn export_round_trip(positions: &str) {
     let (a, b) = (dir.path().join("pred-ckpt"), dir.path().join("pred-export"));
     predict(&run, &a);
     predict(&export, &b);
-    let files: Vec<PathBuf> = walk(&a);
+    let files: Vec<PathBuf> = mtm_tests::walk(&a);
     assert!(!files.is_empty());
     for file in files {
         let twin = b.join(file.strip_prefix(&a).unwrap());
         assert_eq!(
-            tensors(&file),
-            tensors(&twin),
+            mtm_tests::safetensors_bytes(&file),
+            mtm_tests::safetensors_bytes(&twin),
             "{} differs after export",
             file.display()
         );
@@ -226,19 +216,6 @@ fn export_round_trip(positions: &str) {
             predict(&half, &dir.path().join("pred-bf16"));
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]
@@ -309,8 +286,10 @@ fn finetuning_starts_held_out_sessions_from_the_pretrained_weights() {
 
     // With the backbone frozen, the fine-tuned model's shared weights are the pretrained
     // ones, bit for bit, while its new stitcher trained.
-    let before = tensors(&pretrained.join("checkpoints/step-00000004/model.safetensors"));
-    let after = tensors(
+    let before = mtm_tests::safetensors_bytes(
+        &pretrained.join("checkpoints/step-00000004/model.safetensors"),
+    );
+    let after = mtm_tests::safetensors_bytes(
         &out.join(&eids[2])
             .join("checkpoints/step-00000004/model.safetensors"),
     );

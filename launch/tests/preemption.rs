@@ -45,17 +45,8 @@ after_training = false
     path
 }
 
-fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
-        .collect()
-}
-
 fn final_model(run: &Path) -> BTreeMap<String, Vec<u8>> {
-    tensors(&run.join("checkpoints/step-00000060/model.safetensors"))
+    mtm_tests::safetensors_bytes(&run.join("checkpoints/step-00000060/model.safetensors"))
 }
 
 /// Starts `command`, waits until the run has logged `after` steps, signals `target(pid)`
@@ -147,22 +138,6 @@ fn a_signal_checkpoints_and_the_same_command_resumes_exactly() {
     );
 }
 
-/// The pid of rank `rank` among `mpirun`'s children.
-fn rank_pid(mpirun: u32, rank: usize) -> u32 {
-    let children = std::fs::read_to_string(format!("/proc/{mpirun}/task/{mpirun}/children"))
-        .unwrap_or_default();
-    children
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|&b| b == 0)
-                    .any(|kv| kv == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
-            })
-        })
-        .expect("the rank among mpirun's children")
-}
-
 #[test]
 fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +159,9 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
         config.to_str().unwrap(),
     ]);
     // Only rank 1 is told; rank 0 learns it through the step's reduction.
-    let (code, stderr) = interrupt(command, &run, |mpirun| rank_pid(mpirun, 1));
+    let (code, stderr) = interrupt(command, &run, |mpirun| {
+        mtm_tests::mpirun_rank_pid(mpirun, 1).expect("rank 1 among mpirun's children")
+    });
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("stopping on request"), "{stderr}");
     let steps = checkpoint_steps(&run);

@@ -146,8 +146,12 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
         );
         csv.push('\n');
     }
+    // Written under a per-process temporary name and renamed: array tasks finishing at
+    // once each leave a complete table.
     let csv_path = dir.join("results.csv");
-    std::fs::write(&csv_path, csv).map_err(io(&csv_path))?;
+    let csv_tmp = dir.join(format!(".results.csv.{}.partial", std::process::id()));
+    std::fs::write(&csv_tmp, csv).map_err(io(&csv_tmp))?;
+    std::fs::rename(&csv_tmp, &csv_path).map_err(io(&csv_path))?;
 
     let text = |f: fn(&Row) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
@@ -205,7 +209,7 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
     let batch =
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| out(&e))?;
     let path = dir.join("results.parquet");
-    let tmp = dir.join(".results.parquet.partial");
+    let tmp = dir.join(format!(".results.parquet.{}.partial", std::process::id()));
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     let mut writer =
         parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| out(&e))?;
