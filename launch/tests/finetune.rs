@@ -68,21 +68,6 @@ heldout_group = 8
     path
 }
 
-fn eids(data: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(data)
-        .unwrap()
-        .filter_map(|e| {
-            e.unwrap()
-                .file_name()
-                .to_str()?
-                .strip_suffix("_aligned")
-                .map(str::to_string)
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn pretrain(dir: &Path, extra: &str) -> (String, Vec<String>) {
     let config = config(dir, extra);
     let config = config.to_str().unwrap().to_string();
@@ -97,7 +82,7 @@ fn pretrain(dir: &Path, extra: &str) -> (String, Vec<String>) {
         &format!("out_dir={}", dir.join("scratchpad").display()),
         "--no-eval",
     ]);
-    let eids = eids(&dir.join("data"));
+    let eids = mtm_tests::local_eids(&dir.join("data"));
     ok(&[
         "train",
         "--config",

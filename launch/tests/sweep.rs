@@ -46,17 +46,7 @@ fn sweep(dir: &Path) -> PathBuf {
         &[],
     );
     assert!(o.status.success());
-    let mut eids: Vec<String> = std::fs::read_dir(&data)
-        .unwrap()
-        .filter_map(|e| {
-            e.unwrap()
-                .file_name()
-                .to_str()?
-                .strip_suffix("_aligned")
-                .map(str::to_string)
-        })
-        .collect();
-    eids.sort();
+    let eids = mtm_tests::local_eids(&data);
     std::fs::write(
         dir.join("base.toml"),
         format!(

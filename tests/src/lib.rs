@@ -164,3 +164,19 @@ pub fn mpirun_rank_pid(mpirun: u32, rank: usize) -> Option<u32> {
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
         })
 }
+
+/// The session ids of a local dataset folder (its `{eid}_aligned` folders), sorted.
+pub fn local_eids(data: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data)
+        .unwrap_or_else(|e| panic!("{}: {e}", data.display()))
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix("_aligned")
+                .map(str::to_string)
+        })
+        .collect();
+    out.sort();
+    out
+}
