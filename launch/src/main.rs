@@ -49,6 +49,11 @@ enum Command {
     /// Writes config.toml (resolved), metrics.jsonl, metrics.csv, checkpoints/ and, when
     /// eval.after_training is set, eval-test.json into the run's out_dir. Start with
     /// `mtm train --config configs/quickstart.toml`.
+    ///
+    /// Started under `mpirun` or `srun` it trains data-parallel (see [distributed]).
+    /// SIGUSR1, SIGTERM or Ctrl-C stop it after the current step with a checkpoint (exit
+    /// status 75); started again with the same configuration, it resumes from its newest
+    /// checkpoint.
     Train(train::TrainArgs),
     /// Evaluate a checkpoint (spec §4): co-smoothing, forward prediction, intra- and
     /// inter-region bits per spike, choice and whisker decoding.
