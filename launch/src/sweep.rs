@@ -387,14 +387,19 @@ fn report(path: &Path) -> Result<ExitCode> {
             let fit = fit_with_intervals(&points, 1000, 0);
             match &fit {
                 Some(f) => println!(
-                    "{metric:<10} {masking:<17} {model:<8} {:>7} {:>8.4} [{:.4}, {:.4}] {:>9.3} [{:.3}, {:.3}]",
+                    "{metric:<10} {masking:<17} {model:<8} {:>7} {:>8.4} [{:.4}, {:.4}] {:>9.3} [{:.3}, {:.3}]{}",
                     points.len(),
                     f.fit.y_inf,
                     f.y_inf_ci[0],
                     f.y_inf_ci[1],
                     f.fit.alpha,
                     f.alpha_ci[0],
-                    f.alpha_ci[1]
+                    f.alpha_ci[1],
+                    if f.fit.determined() {
+                        ""
+                    } else {
+                        "  alpha on the search edge: not determined by these points"
+                    }
                 ),
                 None => println!(
                     "{metric:<10} {masking:<17} {model:<8} {:>7}   (fewer than 3 session counts: no fit)",
@@ -406,6 +411,7 @@ fn report(path: &Path) -> Result<ExitCode> {
                 "masking": masking,
                 "model": model,
                 "points": points,
+                "determined": fit.as_ref().is_some_and(|f| f.fit.determined()),
                 "fit": fit,
             }));
             series.push(Series {

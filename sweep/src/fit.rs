@@ -25,6 +25,13 @@ pub struct PowerLaw {
 }
 
 impl PowerLaw {
+    /// Whether `alpha` lies inside the searched range rather than on its edge (0.01 or 3):
+    /// on the edge the points do not determine the curve (too few sizes, no trend, or
+    /// noise larger than the trend).
+    pub fn determined(&self) -> bool {
+        self.alpha > 0.011 && self.alpha < 2.99
+    }
+
     /// The curve at `n`.
     pub fn at(&self, n: f64) -> f64 {
         self.y_inf - self.b * n.powf(-self.alpha)
@@ -173,6 +180,12 @@ mod tests {
         assert!((f.b - t.b).abs() < 1e-6, "{f:?}");
         assert!((f.alpha - t.alpha).abs() < 1e-5, "{f:?}");
         assert!(f.rmse < 1e-8);
+        assert!(f.determined());
+        let flat: Vec<(f64, f64)> = [1.0, 2.0, 4.0, 8.0]
+            .iter()
+            .map(|&n| (n, 0.1 + 0.01 * n))
+            .collect();
+        assert!(!fit_power_law(&flat).unwrap().determined());
     }
 
     #[test]
