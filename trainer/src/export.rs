@@ -209,6 +209,17 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// A tensor's shape and values, transposed when it is a linear weight (`flip`): burn
+/// stores `[in, out]`, the export `[out, in]`, and the map is its own inverse.
+fn oriented(shape: Vec<usize>, values: Vec<f32>, flip: bool) -> (Vec<usize>, Vec<f32>) {
+    if flip {
+        let (rows, cols) = (shape[0], shape[1]);
+        (vec![cols, rows], transpose(&values, rows, cols))
+    } else {
+        (shape, values)
+    }
+}
+
 fn encode(values: &[f32], dtype: WeightType) -> (Dtype, Vec<u8>) {
     match dtype {
         WeightType::F32 => (
@@ -355,13 +366,11 @@ pub fn export(checkpoint_path: &Path, out: &Path, dtype: WeightType) -> Result<E
                 format!("tensor `{name}` has no export name (another architecture?)"),
             )
         })?;
-        let mut shape = view.shape().to_vec();
-        let mut values = decode(&view, &weights_path, &name)?;
-        if linear {
-            let (rows, cols) = (shape[0], shape[1]);
-            values = transpose(&values, rows, cols);
-            shape = vec![cols, rows];
-        }
+        let (shape, values) = oriented(
+            view.shape().to_vec(),
+            decode(&view, &weights_path, &name)?,
+            linear,
+        );
         parameters += values.len();
         let (dt, data) = encode(&values, dtype);
         tensors.insert(export, (shape, dt, data));
@@ -600,13 +609,11 @@ pub(crate) fn read_export(
     for (name, view) in file.tensors() {
         let burn = burn_name(&name)
             .ok_or_else(|| bad(&weights_path, format!("unknown tensor `{name}`")))?;
-        let mut shape = view.shape().to_vec();
-        let mut values = decode(&view, &weights_path, &name)?;
-        if burn.ends_with(".weight") {
-            let (rows, cols) = (shape[0], shape[1]);
-            values = transpose(&values, rows, cols);
-            shape = vec![cols, rows];
-        }
+        let (shape, values) = oriented(
+            view.shape().to_vec(),
+            decode(&view, &weights_path, &name)?,
+            burn.ends_with(".weight"),
+        );
         tensors.insert(
             burn,
             (shape, Dtype::F32, encode(&values, WeightType::F32).1),
