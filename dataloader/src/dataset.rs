@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use lru::LruCache;
+use object_store::ObjectStoreExt;
 
 use crate::error::{DataError, Result};
 use crate::session::{self, DecodedGroup, Session, Split};
@@ -220,6 +221,27 @@ impl Dataset {
     /// Runs a storage future to completion on the dataset's I/O runtime.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// How the dataset was generated, when `mtm synth` (or `data.synthesize`) made it: the
+    /// record at its root lets evaluation score the true rates. `None` for real data, and
+    /// for a record that cannot be read or parsed (a warning says why).
+    pub fn generator(&self) -> Option<crate::synth::GeneratorRecord> {
+        let target = Location::parse(&self.root)
+            .ok()?
+            .join(crate::synth::GENERATOR_FILE);
+        let bytes = self.block_on(async { target.store.get(&target.path).await?.bytes().await });
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return None,
+            Err(e) => {
+                tracing::debug!("{}: {e}", target.url());
+                return None;
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| tracing::warn!("{}: not a generator record: {e}", target.url()))
+            .ok()
     }
 
     /// Drops every cached row group (benchmarks use it to measure cold reads).

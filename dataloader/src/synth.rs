@@ -13,6 +13,7 @@
 //! choice and side, whisker motion energy and wheel speed from the movement latent.
 //! Everything is a pure function of (seed, session index).
 
+use object_store::ObjectStoreExt;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -52,6 +53,11 @@ pub struct SynthConfig {
     pub binsize: f64,
     /// Whether to write the optional `wheel-speed` column.
     pub wheel: bool,
+    /// Standard deviation of a per-trial state (engagement, arousal) shared by every unit
+    /// of a session, constant within the trial, entering each unit's log-rate through a
+    /// positive loading (mean 1, sd 0.3). A model that reads the whole trial can estimate it;
+    /// smoothing over 50 ms barely can. 0 (default) leaves it out and the data unchanged.
+    pub trial_state: f64,
 }
 
 impl Default for SynthConfig {
@@ -65,6 +71,7 @@ impl Default for SynthConfig {
             n_bins: 100,
             binsize: 0.02,
             wheel: true,
+            trial_state: 0.0,
         }
     }
 }
@@ -96,6 +103,12 @@ impl SynthConfig {
         }
         if self.trials.0 < 10 {
             return bad("at least 10 trials per session, so that every split has some".into());
+        }
+        if !(0.0..=3.0).contains(&self.trial_state) {
+            return bad(format!(
+                "trial_state must lie in [0, 3], not {}",
+                self.trial_state
+            ));
         }
         if self.n_bins < 10 || self.binsize.is_nan() || self.binsize <= 0.0 {
             return bad("need at least 10 bins of positive width".into());
@@ -160,8 +173,43 @@ fn block_sequence(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
 const N_SHARED: usize = 4;
 const N_PRIVATE: usize = 2;
 
+/// The file at the root of a generated dataset that records how it was generated, so that
+/// evaluation can score the true rates (the ceiling no model can beat on average).
+pub const GENERATOR_FILE: &str = "synthetic.json";
+
+/// What [`GENERATOR_FILE`] holds: the generator's settings and the eid of each session index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorRecord {
+    /// The settings the dataset was generated with.
+    pub config: SynthConfig,
+    /// Eid of each generated session, in generation order.
+    pub eids: Vec<String>,
+}
+
+impl GeneratorRecord {
+    /// The true log expected counts of session `eid`, per split (`[train, val, test]`), each
+    /// `(trials, bins, units)` row-major in the order the files hold the trials; `None` for
+    /// an eid this generator did not make.
+    pub fn true_log_rates(&self, eid: &str) -> Option<[Vec<f32>; 3]> {
+        let index = self.eids.iter().position(|e| e == eid)?;
+        let (session, rates) = generate(&self.config, index, true);
+        (session.info.eid == eid).then(|| rates.expect("kept"))
+    }
+}
+
 /// Generates session `index` of the dataset `config` describes.
 pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession {
+    generate(config, index, false).0
+}
+
+/// Generates a session and, when `keep_rates`, the log expected counts its spikes were drawn
+/// from, per split.
+fn generate(
+    config: &SynthConfig,
+    index: usize,
+    keep_rates: bool,
+) -> (SyntheticSession, Option<[Vec<f32>; 3]>) {
     let rng = &mut stream(config.seed, &[index as u64]);
     let (t_bins, dt) = (config.n_bins, config.binsize);
     let n_units = rng.random_range(config.units.0..=config.units.1);
@@ -203,6 +251,17 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
         .map(|_| std::array::from_fn(|_| 0.5 * loading.sample(rng)))
         .collect();
 
+    // The per-trial state comes from its own stream, so that data generated without it
+    // (trial_state = 0) stays what it always was.
+    let state_rng = &mut stream(config.seed, &[index as u64, 0x7374_6174]);
+    let state_loading: Vec<f64> = if config.trial_state > 0.0 {
+        (0..n_units)
+            .map(|_| (1.0 + 0.3 * loading.sample(state_rng)).max(0.0))
+            .collect()
+    } else {
+        vec![0.0; n_units]
+    };
+
     // Session constants.
     let eid = uuid_like(rng);
     let mut depths = Vec::with_capacity(n_units);
@@ -238,6 +297,8 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
     let mut shared = vec![[0.0f64; N_SHARED]; t_bins];
     let mut private = vec![[0.0f64; N_PRIVATE]; t_bins * n_regions];
     let mut dense = vec![0u32; t_bins * n_units];
+    let mut rates: Vec<Vec<f32>> = Vec::new();
+    let cap = 8.0f64.ln();
     for &block in &blocks {
         let side = if rng.random::<f64>() < block {
             -1.0
@@ -259,6 +320,11 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
                 .sample(rng))
         .min(1.2);
         let block_offset = 2.0 * (block - 0.5);
+        let trial_state = if config.trial_state > 0.0 {
+            config.trial_state * loading.sample(state_rng)
+        } else {
+            0.0
+        };
         let mut slow = 0.0;
         for (t, z) in shared.iter_mut().enumerate() {
             let time = (t as f64 + 0.5) * dt - stim_time; // relative to stimulus onset
@@ -284,6 +350,11 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
                 private[t * n_regions + r] = state;
             }
         }
+        let mut trial_rates = if keep_rates {
+            vec![0.0f32; t_bins * n_units]
+        } else {
+            Vec::new()
+        };
         for t in 0..t_bins {
             let z = &shared[t];
             for n in 0..n_units {
@@ -296,10 +367,15 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
                     + ws[2] * z[2]
                     + ws[3] * z[3]
                     + wp[0] * p[0]
-                    + wp[1] * p[1];
+                    + wp[1] * p[1]
+                    + state_loading[n] * trial_state;
                 dense[t * n_units + n] = poisson(rng, log_rate.exp().min(8.0));
+                if keep_rates {
+                    trial_rates[t * n_units + n] = log_rate.min(cap) as f32;
+                }
             }
         }
+        rates.push(trial_rates);
         let (indptr, indices, counts) = TrialRecord::csr_from_dense(&dense, t_bins, n_units);
         let whisker = shared
             .iter()
@@ -327,10 +403,15 @@ pub fn generate_session(config: &SynthConfig, index: usize) -> SyntheticSession 
     // 70/10/20 split with a seeded shuffle; trials keep their order within a split.
     let assignment = assign_splits(n_trials, rng);
     let mut trials: [Vec<TrialRecord>; 3] = Default::default();
-    for (record, split) in records.into_iter().zip(assignment) {
+    let mut split_rates: [Vec<f32>; 3] = Default::default();
+    for ((record, split), r) in records.into_iter().zip(assignment).zip(rates) {
         trials[split as usize].push(record);
+        split_rates[split as usize].extend(r);
     }
-    SyntheticSession { info, trials }
+    (
+        SyntheticSession { info, trials },
+        keep_rates.then_some(split_rates),
+    )
 }
 
 /// Generates and writes every session of `config` under `url`; `progress(i)` is called after
@@ -356,6 +437,18 @@ pub fn write_dataset(
         eids.push(session.info.eid.clone());
         progress(index, &session);
     }
+    let record = GeneratorRecord {
+        config: config.clone(),
+        eids: eids.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&record).expect("plain data serializes");
+    let target = root.join(GENERATOR_FILE);
+    runtime
+        .block_on(target.store.put(&target.path, json.into()))
+        .map_err(|e| DataError::Store {
+            url: target.url(),
+            source: e,
+        })?;
     Ok(eids)
 }
 

@@ -49,6 +49,11 @@ pub struct SynthArgs {
     /// Leave out the optional `wheel-speed` column.
     #[arg(long)]
     no_wheel: bool,
+    /// Standard deviation of a per-trial state shared by every unit of a session (constant
+    /// within a trial; 0 leaves it out): trial-to-trial variability that only a model
+    /// reading the whole trial can estimate well.
+    #[arg(long, default_value_t = 0.0)]
+    trial_state: f64,
 }
 
 /// `mtm synth`.
@@ -60,6 +65,7 @@ pub fn synth(args: SynthArgs) -> Result<ExitCode> {
         trials: args.trials,
         regions: args.regions,
         wheel: !args.no_wheel,
+        trial_state: args.trial_state,
         ..SynthConfig::default()
     };
     let bar = ProgressBar::new(config.sessions as u64).with_style(

@@ -223,13 +223,15 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
         &std::fs::read_to_string(&report_path)
             .with_context(|| format!("reading {}", report_path.display()))?,
     )?;
-    let mean = |task: &str| -> Option<f64> {
-        report["report"]["mean"]
+    let mean_in = |list: &str, task: &str| -> Option<f64> {
+        report["report"][list]
             .as_array()?
             .iter()
             .find(|pair| pair[0] == task)
             .and_then(|pair| pair[1].as_f64())
     };
+    let mean = |task: &str| mean_in("mean", task);
+    let baseline = |task: &str| mean_in("baseline_mean", task);
     let checkpoint_dir = checkpoint::resolve(&pre.out_dir)?;
     let state = checkpoint::read_state(&checkpoint_dir)?;
     let dataset = Dataset::open(&pre.data.root)?;
@@ -258,6 +260,10 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
         inter: mean("inter"),
         choice: mean("choice"),
         whisker: mean("whisker"),
+        co_smooth_baseline: baseline("co-smooth"),
+        forward_baseline: baseline("forward"),
+        intra_baseline: baseline("intra"),
+        inter_baseline: baseline("inter"),
         wall_time_s: started.elapsed().as_secs_f64(),
         world_size: state.world_size as u64,
         git_commit: git_commit(),

@@ -69,6 +69,10 @@ pub struct EvalArgs {
     /// 8: the official code's grouping, 8x cheaper). Default: the run's eval.heldout_group.
     #[arg(long)]
     heldout_group: Option<usize>,
+    /// Skip the smoothing + Poisson GLM baseline (fit on the training split and scored on
+    /// the same entries as the model; printed under each session's row).
+    #[arg(long)]
+    no_baseline: bool,
     /// Where to write the JSON report (default: eval-{split}.json beside the checkpoint).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -466,6 +470,7 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     if let Some(group) = args.heldout_group {
         options.heldout_group = group.max(1);
     }
+    options.baseline = options.baseline && !args.no_baseline;
     options.sessions = args.sessions.clone();
     options.save_predictions = args.save_predictions.clone();
     let report = run_eval(&model, &dataset, &options)?;

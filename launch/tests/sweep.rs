@@ -148,6 +148,7 @@ fn a_sweep_runs_resumes_and_reports() {
     assert_eq!(col("sessions"), "2");
     assert_eq!(col("steps"), "4");
     assert!(col("co_smooth").parse::<f64>().is_ok(), "{csv}");
+    assert!(col("co_smooth_baseline").parse::<f64>().is_ok(), "{csv}");
     assert!(col("tokens").parse::<u64>().unwrap() > 0);
     assert!(out.join("results.parquet").is_file());
     let (table, _) = ok(&["sweep", "--config", config, "--dry-run"]);

@@ -46,6 +46,19 @@ pub struct Row {
     pub choice: Option<f64>,
     /// Held-out whisker motion energy R².
     pub whisker: Option<f64>,
+    /// The smoothing + Poisson GLM baseline's co-smoothing bits per spike on the same
+    /// held-out sessions and entries.
+    #[serde(default)]
+    pub co_smooth_baseline: Option<f64>,
+    /// The baseline's forward-prediction bits per spike.
+    #[serde(default)]
+    pub forward_baseline: Option<f64>,
+    /// The baseline's intra-region bits per spike.
+    #[serde(default)]
+    pub intra_baseline: Option<f64>,
+    /// The baseline's inter-region bits per spike.
+    #[serde(default)]
+    pub inter_baseline: Option<f64>,
     /// Wall time of the cell (pretraining, fine-tuning, evaluation), seconds.
     pub wall_time_s: f64,
     /// Ranks of the pretraining run.
@@ -67,6 +80,14 @@ pub const METRICS: [(&str, MetricOf); 6] = [
     ("inter", |r| r.inter),
     ("choice", |r| r.choice),
     ("whisker", |r| r.whisker),
+];
+
+/// The baseline columns beside the metrics: (column name, accessor).
+pub const BASELINES: [(&str, MetricOf); 4] = [
+    ("co_smooth_baseline", |r| r.co_smooth_baseline),
+    ("forward_baseline", |r| r.forward_baseline),
+    ("intra_baseline", |r| r.intra_baseline),
+    ("inter_baseline", |r| r.inter_baseline),
 ];
 
 /// FNV-1a of `text`, as 16 hex digits.
@@ -116,7 +137,7 @@ fn csv_field(v: &str) -> String {
 pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut csv = String::from(
-        "run_id,sessions,trials,tokens,masking,model,seed,parameters,steps,batch_size,co_smooth,forward,intra,inter,choice,whisker,wall_time_s,world_size,git_commit,config_hash\n",
+        "run_id,sessions,trials,tokens,masking,model,seed,parameters,steps,batch_size,co_smooth,forward,intra,inter,choice,whisker,co_smooth_baseline,forward_baseline,intra_baseline,inter_baseline,wall_time_s,world_size,git_commit,config_hash\n",
     );
     for r in rows {
         csv.push_str(
@@ -137,6 +158,10 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
                 opt(r.inter),
                 opt(r.choice),
                 opt(r.whisker),
+                opt(r.co_smooth_baseline),
+                opt(r.forward_baseline),
+                opt(r.intra_baseline),
+                opt(r.inter_baseline),
                 r.wall_time_s.to_string(),
                 r.world_size.to_string(),
                 csv_field(&r.git_commit),
@@ -186,7 +211,7 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
         int(|r| r.steps),
         int(|r| r.batch_size),
     ];
-    for (name, get) in METRICS {
+    for (name, get) in METRICS.into_iter().chain(BASELINES) {
         fields.push(Field::new(name, DataType::Float64, true));
         columns.push(float(&get));
     }
@@ -240,6 +265,10 @@ mod tests {
             inter: Some(-0.2),
             choice: Some(0.9),
             whisker: Some(0.5),
+            co_smooth_baseline: Some(0.1),
+            forward_baseline: None,
+            intra_baseline: None,
+            inter_baseline: None,
             wall_time_s: 12.5,
             world_size: 1,
             git_commit: "abc, def".into(),
@@ -269,7 +298,7 @@ mod tests {
             .unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        assert_eq!(batches[0].num_columns(), 20);
+        assert_eq!(batches[0].num_columns(), 24);
         assert_ne!(config_hash("a"), config_hash("b"));
     }
 }

@@ -49,6 +49,8 @@ def forward(w, config, counts, session, prompt, causal):
     heads = arch["heads"]
     rotary = arch["positions"] == "rotary"
     batch, bins, _ = counts.shape
+    if arch.get("input", "counts") == "log1p":
+        counts = np.log1p(counts)
     x = linear(counts, w, f"sessions.{session}.stitcher")
     h = linear(x, w, "embed.in")
     x = linear(h / (1.0 + np.abs(h)), w, "embed.out")

@@ -227,6 +227,9 @@ pub struct TrainConfig {
     pub lr: f64,
     /// AdamW weight decay (paper: 0.01).
     pub weight_decay: f64,
+    /// AdamW's decay rate of the squared-gradient average (PyTorch's default: 0.999, a
+    /// memory of about 1,000 steps).
+    pub beta2: f64,
     /// Fraction of the steps spent warming up from lr/10 (paper: 0.15).
     pub warmup_fraction: f64,
     /// Clip the global gradient norm to this value; 0 turns clipping off.
@@ -245,6 +248,11 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Checkpoints kept (older ones are deleted); 0 keeps all.
     pub keep_checkpoints: usize,
+    /// Start each output head's bias at the log of its unit's mean count per bin on the
+    /// training split (its first 256 trials), so that training starts from the mean-rate
+    /// model instead of spending its first steps finding each unit's rate (default: on;
+    /// without it the quickstart's model learned a third as much, see docs/learning.md).
+    pub init_rates: bool,
 }
 
 impl Default for TrainConfig {
@@ -254,6 +262,7 @@ impl Default for TrainConfig {
             epochs: 1000,
             lr: 1e-4,
             weight_decay: 0.01,
+            beta2: 0.999,
             warmup_fraction: 0.15,
             clip_grad_norm: 0.0,
             accumulate: 1,
@@ -263,6 +272,7 @@ impl Default for TrainConfig {
             validate_batches: 0,
             checkpoint_every: 0,
             keep_checkpoints: 2,
+            init_rates: true,
         }
     }
 }
@@ -306,6 +316,11 @@ impl Task {
             Task::Choice => "choice",
             Task::Whisker => "whisker",
         }
+    }
+
+    /// Whether the task is scored in bits per spike (the others decode behaviour).
+    pub fn is_activity(self) -> bool {
+        !matches!(self, Task::Choice | Task::Whisker)
     }
 
     /// The scheme whose prompt token (and attention) the task uses.
@@ -352,6 +367,10 @@ pub struct EvalConfig {
     /// still scored only from its own copy: 1 (default) is exact leave-one-out; 8 is the
     /// official code's grouping and costs 8x less.
     pub heldout_group: usize,
+    /// Also score the standard simple baseline (smoothed spikes and a Poisson GLM per
+    /// held-out unit, fit on the training split) on the same entries, and print it under
+    /// each session's row.
+    pub baseline: bool,
 }
 
 impl Default for EvalConfig {
@@ -362,6 +381,7 @@ impl Default for EvalConfig {
             rows_per_pass: 256,
             forward_fraction: 0.1,
             heldout_group: 1,
+            baseline: true,
         }
     }
 }
@@ -415,6 +435,9 @@ impl RunConfig {
         }
         if t.weight_decay < 0.0 || t.clip_grad_norm < 0.0 {
             out.push("train.weight_decay and train.clip_grad_norm cannot be negative".into());
+        }
+        if !(0.0..1.0).contains(&t.beta2) {
+            out.push(format!("train.beta2 must lie in [0, 1), not {}", t.beta2));
         }
         if t.accumulate == 0 || t.log_every == 0 {
             out.push("train.accumulate and train.log_every must be at least 1".into());

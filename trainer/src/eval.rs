@@ -14,9 +14,11 @@ use mtm_dataloader::session::Split;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
+use crate::baseline::{self, FitData};
 use crate::config::Task;
 use crate::decode::{self, DecodeScore};
 use crate::error::{Result, TrainError};
+use crate::heldout;
 use crate::masking::{Masking, region_indices};
 use crate::metrics::{bps_per_unit_mean, bps_pooled_nlb};
 use crate::model::Ndt;
@@ -43,6 +45,9 @@ pub struct EvalOptions {
     /// Units held out together in co-smoothing and intra-region (within one region): 1 is
     /// exact leave-one-out; 8 is the official code's grouping, 8x cheaper.
     pub heldout_group: usize,
+    /// Score the smoothing + Poisson GLM baseline on the same entries (see
+    /// [`crate::baseline`]).
+    pub baseline: bool,
 }
 
 impl EvalOptions {
@@ -58,6 +63,7 @@ impl EvalOptions {
             masking: config.masking.scheme,
             seed: config.seed,
             heldout_group: config.eval.heldout_group,
+            baseline: config.eval.baseline,
         }
     }
 }
@@ -77,6 +83,32 @@ pub struct ActivityScore {
     pub official_passes: usize,
     /// Wall time of the task, seconds.
     pub wall_s: f64,
+    /// The smoothing + Poisson GLM baseline on the same scored entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Reference>,
+    /// The true rates on the same scored entries (synthetic data only): the ceiling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<Reference>,
+}
+
+/// Bits per spike of a reference predictor (baseline or truth) on a task's scored entries.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Reference {
+    /// Mean over units with scored spikes, as [`ActivityScore::bps_per_unit_mean`].
+    pub bps_per_unit_mean: Option<f64>,
+    /// Pooled over units, as [`ActivityScore::bps_pooled_nlb`].
+    pub bps_pooled_nlb: Option<f64>,
+}
+
+impl Reference {
+    fn score(log_rates: &[f64], batch: &Batch, scored: &[bool]) -> Self {
+        let counts: Vec<f64> = batch.spikes.iter().map(|&c| f64::from(c)).collect();
+        Self {
+            bps_per_unit_mean: bps_per_unit_mean(log_rates, &counts, scored, batch.n_units)
+                .map(|(v, _)| v),
+            bps_pooled_nlb: bps_pooled_nlb(log_rates, &counts, scored, batch.n_units),
+        }
+    }
 }
 
 /// One task's result.
@@ -101,6 +133,22 @@ impl TaskScore {
             TaskScore::Activity(a) => a.bps_per_unit_mean,
             TaskScore::Decoding(d) => Some(d.value),
             TaskScore::Skipped { .. } => None,
+        }
+    }
+
+    /// The baseline's bps (per-unit mean), for activity tasks where it was scored.
+    pub fn baseline(&self) -> Option<f64> {
+        match self {
+            TaskScore::Activity(a) => a.baseline.and_then(|b| b.bps_per_unit_mean),
+            _ => None,
+        }
+    }
+
+    /// The true rates' bps (per-unit mean), for activity tasks on synthetic data.
+    pub fn ceiling(&self) -> Option<f64> {
+        match self {
+            TaskScore::Activity(a) => a.ceiling.and_then(|b| b.bps_per_unit_mean),
+            _ => None,
         }
     }
 }
@@ -139,6 +187,10 @@ pub struct Report {
     pub sessions: Vec<SessionReport>,
     /// Each task's headline number averaged over sessions (None when no session has it).
     pub mean: Vec<(Task, Option<f64>)>,
+    /// The smoothing + GLM baseline's bps averaged over sessions, per task.
+    pub baseline_mean: Vec<(Task, Option<f64>)>,
+    /// The true rates' bps averaged over sessions, per task (synthetic data).
+    pub ceiling_mean: Vec<(Task, Option<f64>)>,
 }
 
 /// Evaluates `model` on `dataset`; `progress` is told each (session, task) as it starts.
@@ -149,6 +201,7 @@ pub fn evaluate(
     progress: &mut dyn FnMut(&str, Task),
 ) -> Result<Report> {
     let device = model.device();
+    let generator = dataset.generator();
     let mut sessions = Vec::new();
     for (index, session) in dataset.sessions.iter().enumerate() {
         if !options.sessions.is_empty() && !options.sessions.contains(&session.eid) {
@@ -173,11 +226,39 @@ pub fn evaluate(
         let all: Vec<u32> = (0..n as u32).collect();
         let batch = dataset.read_batch(index, options.split, &all)?;
         let regions = region_indices(&session.regions);
+        let activity_tasks = options.tasks.iter().any(|t| t.is_activity());
+        let read_split = |split: Split| -> Result<Option<Batch>> {
+            let n = session.trials(split);
+            if n == 0 || split == options.split {
+                return Ok(None);
+            }
+            let all: Vec<u32> = (0..n as u32).collect();
+            Ok(Some(dataset.read_batch(index, split, &all)?))
+        };
+        let (train, val) = if options.baseline && activity_tasks {
+            (read_split(Split::Train)?, read_split(Split::Val)?)
+        } else {
+            (None, None)
+        };
+        let truth = if activity_tasks {
+            generator
+                .as_ref()
+                .and_then(|g| g.true_log_rates(&session.eid))
+                .map(|r| r[options.split as usize].clone())
+                .filter(|r| r.len() == batch.spikes.len())
+        } else {
+            None
+        };
         let ctx = Context {
             model,
             device: &device,
             session: model_index,
             options,
+            fit: train.as_ref().map(|train| FitData {
+                train,
+                val: val.as_ref(),
+            }),
+            truth: truth.as_deref(),
         };
         let mut tasks = Vec::new();
         for &task in &options.tasks {
@@ -229,35 +310,38 @@ pub fn summarize(
     tasks: &[Task],
     sessions: Vec<SessionReport>,
 ) -> Report {
-    let mean = tasks
-        .iter()
-        .map(|&task| {
-            let values: Vec<f64> = sessions
-                .iter()
-                .filter_map(|s| {
-                    s.tasks
-                        .iter()
-                        .find(|t| t.task == task)
-                        .and_then(|t| t.score.headline())
-                })
-                .collect();
-            let mean =
-                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
-            (task, mean)
-        })
-        .collect();
+    let mean_of = |value: fn(&TaskScore) -> Option<f64>| -> Vec<(Task, Option<f64>)> {
+        tasks
+            .iter()
+            .map(|&task| {
+                let values: Vec<f64> = sessions
+                    .iter()
+                    .filter_map(|s| {
+                        s.tasks
+                            .iter()
+                            .find(|t| t.task == task)
+                            .and_then(|t| value(&t.score))
+                    })
+                    .collect();
+                let mean =
+                    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+                (task, mean)
+            })
+            .collect()
+    };
+    let (mean, baseline_mean, ceiling_mean) = (
+        mean_of(TaskScore::headline),
+        mean_of(TaskScore::baseline),
+        mean_of(TaskScore::ceiling),
+    );
     Report {
         split: split.to_string(),
         masking: masking.to_string(),
         sessions,
         mean,
+        baseline_mean,
+        ceiling_mean,
     }
-}
-
-/// Held-out units of one copy, and the units scored from it.
-struct Probe {
-    zero: Vec<usize>,
-    score: Vec<usize>,
 }
 
 /// Predictions of one activity task: log-rates and the scored mask, `(K, T, N)`.
@@ -271,6 +355,10 @@ struct Context<'a> {
     device: &'a Device,
     session: usize,
     options: &'a EvalOptions,
+    /// The trials the baseline learns from, when it is wanted.
+    fit: Option<FitData<'a>>,
+    /// True log-rates of the evaluated trials, `(K, T, N)` (synthetic data).
+    truth: Option<&'a [f32]>,
 }
 
 impl Context<'_> {
@@ -312,10 +400,14 @@ impl Context<'_> {
         let mut log_rates = vec![0.0f64; k * trial];
         let mut scored = vec![false; k * trial];
         let mut passes = 0;
-        let official_passes = n.div_ceil(8);
+        let cut = heldout::forward_cut(t, self.options.forward_fraction);
+        let probes = heldout::probes(task, regions, self.options.heldout_group);
+        let official = match task {
+            Task::Forward => 1,
+            Task::Inter => probes.len(),
+            _ => n.div_ceil(8),
+        };
         if task == Task::Forward {
-            let cut =
-                t - ((t as f64 * self.options.forward_fraction).round() as usize).clamp(1, t - 1);
             let chunk = self.options.rows_per_pass.max(1);
             for start in (0..k).step_by(chunk) {
                 let rows = chunk.min(k - start);
@@ -332,80 +424,43 @@ impl Context<'_> {
                 }
                 passes += 1;
             }
-            let score = self.score(&log_rates, batch, &scored, passes, 1, started);
-            return Ok((score, Predictions { log_rates, scored }));
-        }
-        let probes: Vec<Probe> = match task {
-            Task::CoSmooth => (0..n)
-                .collect::<Vec<_>>()
-                .chunks(self.options.heldout_group.max(1))
-                .map(|units| Probe {
-                    zero: units.to_vec(),
-                    score: units.to_vec(),
-                })
-                .collect(),
-            Task::Intra => {
-                let n_regions = regions.iter().max().map_or(0, |m| m + 1);
-                let mut probes = Vec::new();
-                for r in 0..n_regions {
-                    let inside: Vec<usize> = (0..n).filter(|&v| regions[v] == r).collect();
-                    for held in inside.chunks(self.options.heldout_group.max(1)) {
-                        probes.push(Probe {
-                            zero: (0..n)
-                                .filter(|&v| regions[v] != r || held.contains(&v))
-                                .collect(),
-                            score: held.to_vec(),
-                        });
-                    }
-                }
-                probes
-            }
-            Task::Inter => {
-                let n_regions = regions.iter().max().map_or(0, |m| m + 1);
-                (0..n_regions)
-                    .map(|r| {
-                        let units: Vec<usize> = (0..n).filter(|&v| regions[v] == r).collect();
-                        Probe {
-                            zero: units.clone(),
-                            score: units,
-                        }
-                    })
-                    .collect()
-            }
-            _ => unreachable!("decoding tasks are handled elsewhere"),
-        };
-        let rows: Vec<(usize, usize)> = (0..probes.len())
-            .flat_map(|p| (0..k).map(move |trial_index| (p, trial_index)))
-            .collect();
-        for chunk in rows.chunks(self.options.rows_per_pass.max(1)) {
-            let mut input = Vec::with_capacity(chunk.len() * trial);
-            for &(p, kk) in chunk {
-                let start = input.len();
-                input.extend_from_slice(&batch.spikes[kk * trial..(kk + 1) * trial]);
-                for bin in 0..t {
-                    for &u in &probes[p].zero {
-                        input[start + bin * n + u] = 0.0;
-                    }
-                }
-            }
-            let out = self.forward(input, chunk.len(), batch, task, false)?;
-            for (r, &(p, kk)) in chunk.iter().enumerate() {
-                for bin in 0..t {
-                    for &u in &probes[p].score {
-                        let i = bin * n + u;
-                        log_rates[kk * trial + i] = f64::from(out[r * trial + i]);
-                        scored[kk * trial + i] = true;
-                    }
-                }
-            }
-            passes += 1;
-        }
-        let official = if task == Task::Inter {
-            probes.len()
         } else {
-            official_passes
-        };
-        let score = self.score(&log_rates, batch, &scored, passes, official, started);
+            let rows: Vec<(usize, usize)> = (0..probes.len())
+                .flat_map(|p| (0..k).map(move |trial_index| (p, trial_index)))
+                .collect();
+            for chunk in rows.chunks(self.options.rows_per_pass.max(1)) {
+                let mut input = Vec::with_capacity(chunk.len() * trial);
+                for &(p, kk) in chunk {
+                    let start = input.len();
+                    input.extend_from_slice(&batch.spikes[kk * trial..(kk + 1) * trial]);
+                    for bin in 0..t {
+                        for &u in &probes[p].zero {
+                            input[start + bin * n + u] = 0.0;
+                        }
+                    }
+                }
+                let out = self.forward(input, chunk.len(), batch, task, false)?;
+                for (r, &(p, kk)) in chunk.iter().enumerate() {
+                    for bin in 0..t {
+                        for &u in &probes[p].score {
+                            let i = bin * n + u;
+                            log_rates[kk * trial + i] = f64::from(out[r * trial + i]);
+                            scored[kk * trial + i] = true;
+                        }
+                    }
+                }
+                passes += 1;
+            }
+        }
+        let mut score = self.score(&log_rates, batch, &scored, passes, official, started);
+        score.baseline = self.fit.as_ref().map(|fit| {
+            let predicted = baseline::predict(task, &probes, regions, cut, fit, batch);
+            Reference::score(&predicted.log_rates, batch, &scored)
+        });
+        score.ceiling = self.truth.map(|truth| {
+            let rates: Vec<f64> = truth.iter().map(|&r| f64::from(r)).collect();
+            Reference::score(&rates, batch, &scored)
+        });
         Ok((score, Predictions { log_rates, scored }))
     }
 
@@ -427,6 +482,8 @@ impl Context<'_> {
             forward_passes: passes,
             official_passes,
             wall_s: started.elapsed().as_secs_f64(),
+            baseline: None,
+            ceiling: None,
         }
     }
 
@@ -559,8 +616,13 @@ fn save_predictions(
     })
 }
 
+/// A reference row's value for a task, if it has one.
+type ValueOf<'a> = &'a dyn Fn(Task) -> Option<f64>;
+
 /// The report as a table in the paper's column order: one row per session and a mean row;
-/// decoding cells carry the chance level in parentheses.
+/// decoding cells carry the chance level in parentheses. Under each model row, the
+/// smoothing + GLM baseline's bits per spike on the same entries and, on synthetic data,
+/// the true rates' (the ceiling).
 pub fn table(report: &Report) -> String {
     let tasks: Vec<Task> = report.mean.iter().map(|(t, _)| *t).collect();
     let mut out = format!("{:<38}", "session");
@@ -569,11 +631,27 @@ pub fn table(report: &Report) -> String {
     }
     out.push('\n');
     let cell = |v: Option<f64>| v.map_or(format!("{:>15}", "-"), |v| format!("{v:>15.4}"));
+    let reference_rows = |out: &mut String, baseline: ValueOf, ceiling: ValueOf| {
+        let rows: [(&str, ValueOf); 2] = [
+            ("  smoothing + GLM baseline", baseline),
+            ("  true rates (ceiling)", ceiling),
+        ];
+        for (label, values) in rows {
+            if tasks.iter().all(|&t| values(t).is_none()) {
+                continue;
+            }
+            out.push_str(&format!("{label:<38}"));
+            for &t in &tasks {
+                out.push_str(&cell(values(t)));
+            }
+            out.push('\n');
+        }
+    };
     for s in &report.sessions {
         out.push_str(&format!("{:<38}", s.eid));
-        for t in &tasks {
-            let result = s.tasks.iter().find(|r| r.task == *t).map(|r| &r.score);
-            out.push_str(&match result {
+        let result = |t: Task| s.tasks.iter().find(|r| r.task == t).map(|r| &r.score);
+        for &t in &tasks {
+            out.push_str(&match result(t) {
                 Some(TaskScore::Decoding(d)) => {
                     format!("{:>15}", format!("{:.4} ({:.2})", d.value, d.chance))
                 }
@@ -581,6 +659,11 @@ pub fn table(report: &Report) -> String {
             });
         }
         out.push('\n');
+        reference_rows(
+            &mut out,
+            &|t| result(t).and_then(TaskScore::baseline),
+            &|t| result(t).and_then(TaskScore::ceiling),
+        );
     }
     if report.sessions.len() > 1 {
         out.push_str(&format!("{:<38}", "mean"));
@@ -588,6 +671,12 @@ pub fn table(report: &Report) -> String {
             out.push_str(&cell(*v));
         }
         out.push('\n');
+        let find = |list: &[(Task, Option<f64>)], t: Task| {
+            list.iter().find(|(x, _)| *x == t).and_then(|(_, v)| *v)
+        };
+        reference_rows(&mut out, &|t| find(&report.baseline_mean, t), &|t| {
+            find(&report.ceiling_mean, t)
+        });
     }
     out
 }

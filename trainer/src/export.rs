@@ -465,7 +465,7 @@ fn computation() -> Computation {
         rotary: "theta 10000 over the head width h: pair (2k, 2k+1) of q and k at sequence position t (prefix tokens included, from 0) rotated by t / 10000^(2k/h); positions unused".into(),
         output: "log firing rate per bin and unit (Poisson: rate = exp(output))".into(),
         forward: vec![
-            "x: counts [B, T, N_i] (masked entries zeroed)".into(),
+            "x: counts [B, T, N_i] (masked entries zeroed); architecture.input = log1p: x = ln(1 + x)".into(),
             "x = x @ sessions.{i}.stitcher.weight^T + bias".into(),
             "x = embed.out(softsign(embed.in(x)))".into(),
             "learned positions: x = x + positions[:T]".into(),

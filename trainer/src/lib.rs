@@ -2,9 +2,10 @@
 //! ([`model`]), the run configuration ([`config`]), the training loop ([`train`]) with its
 //! schedule ([`schedule`]) and flat gradient buffer ([`grads`]), checkpoints
 //! ([`checkpoint`]), the activity metrics ([`metrics`]), the evaluation ([`eval`],
-//! [`decode`]), fine-tuning on held-out sessions ([`finetune`]) and the portable export
+//! [`heldout`], [`decode`]) with its smoothing + GLM baseline ([`baseline`]), fine-tuning on held-out sessions ([`finetune`]) and the portable export
 //! ([`export`]).
 
+pub mod baseline;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
@@ -13,6 +14,7 @@ pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod grads;
+pub mod heldout;
 pub mod masking;
 pub mod metrics;
 pub mod model;

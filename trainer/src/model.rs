@@ -32,6 +32,16 @@ pub enum Positions {
     Rotary,
 }
 
+/// What the stitcher reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Input {
+    /// Spike counts as they are (the paper's choice).
+    Counts,
+    /// `ln(1 + count)`: compresses the rare large counts of high-rate units.
+    Log1p,
+}
+
 /// Architecture sizes. The defaults are the paper's (spec §2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +66,8 @@ pub struct ModelConfig {
     pub prompts: usize,
     /// Position encoding: `learned` (default) or `rotary`.
     pub positions: Positions,
+    /// What the stitcher reads: `counts` (default, the paper's) or `log1p`.
+    pub input: Input,
 }
 
 impl Default for ModelConfig {
@@ -71,6 +83,7 @@ impl Default for ModelConfig {
             n_bins: 100,
             prompts: 5,
             positions: Positions::Learned,
+            input: Input::Counts,
         }
     }
 }
@@ -205,6 +218,8 @@ pub struct Ndt {
     #[module(skip)]
     rope: Option<RotaryEncoding>,
     #[module(skip)]
+    input: Input,
+    #[module(skip)]
     sessions: Vec<SessionSpec>,
 }
 
@@ -252,6 +267,7 @@ impl ModelConfig {
             rope: (self.positions == Positions::Rotary).then(|| {
                 RotaryEncodingConfig::new(MAX_PREFIX + self.n_bins, d / self.heads).init(device)
             }),
+            input: self.input,
             sessions: sessions.to_vec(),
         };
         // burn draws parameters lazily, at first use; drawing them all now, in field order,
@@ -290,6 +306,21 @@ impl Ndt {
         }
     }
 
+    /// The model with session `session`'s head bias set to `bias` (one value per unit).
+    pub fn with_head_bias(mut self, session: usize, bias: &[f32]) -> Self {
+        let head = &mut self.heads[session];
+        if let Some(param) = head.bias.take() {
+            let values = bias.to_vec();
+            head.bias = Some(param.map(move |old| {
+                let device = old.device();
+                let shape = old.dims();
+                Tensor::<1>::from_data(TensorData::new(values, shape), &device)
+                    .set_require_grad(true)
+            }));
+        }
+        self
+    }
+
     /// The sessions, in stitcher order.
     pub fn sessions(&self) -> &[SessionSpec] {
         &self.sessions
@@ -312,6 +343,10 @@ impl Ndt {
     ) -> Tensor<3> {
         let [batch, bins, _] = spikes.dims();
         let device = spikes.device();
+        let spikes = match self.input {
+            Input::Counts => spikes,
+            Input::Log1p => spikes.log1p(),
+        };
         let x = self.stitchers[session].forward(spikes);
         let x = self.embed_out.forward(softsign(self.embed_in.forward(x)));
         let x = match self.rope {
@@ -394,6 +429,7 @@ mod tests {
             n_bins: 20,
             prompts: 5,
             positions: Positions::Learned,
+            input: Input::Counts,
         }
     }
 

@@ -234,6 +234,59 @@ fn tensor3(values: Vec<f32>, shape: [usize; 3], device: &Device) -> Tensor<3> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// Each dataset session's mean time course: the log of each unit's mean count in each bin,
+/// `(T, N)`, over the first 256 training trials (floored at 1e-4 for silent units); `None`
+/// for sessions the model does not train on. It is the reference the validation loss is
+/// printed beside (a model that does not beat it has not used the other units) and, with
+/// `train.init_rates`, where each head's bias starts.
+pub fn time_courses(dataset: &Dataset, map: &SessionMap) -> Result<Vec<Option<Vec<f32>>>> {
+    let mut out = Vec::with_capacity(dataset.sessions.len());
+    for (ds, session) in dataset.sessions.iter().enumerate() {
+        let n = session.trials(Split::Train).min(256);
+        if map.model_index[ds].is_none() || n == 0 {
+            out.push(None);
+            continue;
+        }
+        let trials: Vec<u32> = (0..n as u32).collect();
+        let batch = dataset.read_batch(ds, Split::Train, &trials)?;
+        let per_trial = batch.n_bins * batch.n_units;
+        let mut sums = vec![0.0f64; per_trial];
+        for trial in batch.spikes.chunks(per_trial) {
+            for (s, &c) in sums.iter_mut().zip(trial) {
+                *s += f64::from(c);
+            }
+        }
+        dataset.recycle(batch);
+        out.push(Some(
+            sums.iter()
+                .map(|s| (s / n as f64).max(1e-4).ln() as f32)
+                .collect(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Sets each head's bias to the log of its unit's mean count per bin (the time course
+/// averaged over bins); the values depend on the data alone, so every rank sets the same.
+fn init_rates(mut model: Ndt, map: &SessionMap, courses: &[Option<Vec<f32>>]) -> Ndt {
+    for (ds, course) in courses.iter().enumerate() {
+        let (Some(index), Some(course)) = (map.model_index[ds], course) else {
+            continue;
+        };
+        let n = model.sessions()[index].n_units;
+        let bins = course.len() / n;
+        let mut mean = vec![0.0f64; n];
+        for row in course.chunks(n) {
+            for (m, &l) in mean.iter_mut().zip(row) {
+                *m += f64::from(l).exp() / bins as f64;
+            }
+        }
+        let bias: Vec<f32> = mean.iter().map(|m| m.max(1e-4).ln() as f32).collect();
+        model = model.with_head_bias(index, &bias);
+    }
+    model
+}
+
 /// Sessions a run trains on: the configured eids, or every session of the dataset.
 pub fn select_sessions(config: &RunConfig, dataset: &Dataset) -> Result<Vec<SessionSpec>> {
     let wanted: Vec<&str> = if config.data.sessions.is_empty() {
@@ -275,6 +328,8 @@ pub struct Trainer {
     pub config: RunConfig,
     model: Option<Ndt>,
     optim: Optim,
+    /// Each dataset session's mean time course (see [`time_courses`]).
+    time_courses: Vec<Option<Vec<f32>>>,
     device: Device,
     dataset: Arc<Dataset>,
     map: SessionMap,
@@ -292,6 +347,16 @@ pub struct Trainer {
     pub skipped_steps: u64,
     stop_flag: Option<Arc<AtomicBool>>,
     stop_agreed: bool,
+}
+
+/// One validation: the model's masked loss and, on the same masked entries, the loss of
+/// each unit's mean time course (a model below it uses what the other units show).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// Mean masked loss of the model.
+    pub loss: f64,
+    /// Mean masked loss of predicting each unit's mean time course.
+    pub time_course: f64,
 }
 
 /// How [`Trainer::run_until`] ended.
@@ -404,10 +469,15 @@ impl Trainer {
         let device = compute_device(config.distributed.device, local_rank)?.autodiff();
         device.seed(config.seed);
         let mut model = init(config.model.init(&sessions, &device))?;
+        let map = SessionMap::new(&dataset, &sessions);
+        let time_courses = time_courses(&dataset, &map)?;
+        if config.train.init_rates && resume.is_none() {
+            model = init_rates(model, &map, &time_courses);
+        }
         let mut optim = AdamWConfig::new()
             .with_weight_decay(config.train.weight_decay as f32)
+            .with_beta_2(config.train.beta2 as f32)
             .init();
-        let map = SessionMap::new(&dataset, &sessions);
         let counts: Vec<usize> = dataset
             .trial_counts(Split::Train)
             .into_iter()
@@ -481,6 +551,7 @@ impl Trainer {
             device,
             dataset,
             map,
+            time_courses,
             loader,
             grads,
             step,
@@ -693,20 +764,26 @@ impl Trainer {
     /// that every validation of a run sees the same masks; `None` when the trained sessions
     /// have no validation trials. Ranks share the batches out and combine their sums, so
     /// every rank gets the value one process would.
-    pub fn validate(&mut self) -> Result<Option<f64>> {
-        let (sum, count) = validation_sums(
+    pub fn validate(&mut self) -> Result<Option<Validation>> {
+        let sums = validation_sums(
             &self.model().valid(),
             &self.dataset,
             &self.map,
             &self.config,
             self.config.train.validate_batches,
             (self.rank, self.world),
+            Some(&self.time_courses),
         )?;
-        let all = self.comm.all_gather(&[sum, count as f64])?;
-        let (sum, count) = all
-            .chunks(2)
-            .fold((0.0, 0.0), |(s, c), x| (s + x[0], c + x[1]));
-        Ok((count > 0.0).then(|| sum / count))
+        let all = self
+            .comm
+            .all_gather(&[sums.model, sums.time_course, sums.batches as f64])?;
+        let (model, course, count) = all.chunks(3).fold((0.0, 0.0, 0.0), |(m, t, c), x| {
+            (m + x[0], t + x[1], c + x[2])
+        });
+        Ok((count > 0.0).then(|| Validation {
+            loss: model / count,
+            time_course: course / count,
+        }))
     }
 
     /// Writes a checkpoint of the current state under the run's `checkpoints/` folder
@@ -808,12 +885,13 @@ impl Trainer {
                 if last || (train.validate_every > 0 && self.step % train.validate_every == 0) {
                     let v = self.validate()?;
                     match v {
-                        Some(v) => {
-                            observer.note(&format!("step {}: validation loss {v:.5}", self.step))
-                        }
+                        Some(v) => observer.note(&format!(
+                            "step {}: validation loss {:.5} (each unit's mean time course: {:.5})",
+                            self.step, v.loss, v.time_course
+                        )),
                         None => observer.note("no validation trials: validation skipped"),
                     }
-                    v
+                    v.map(|v| v.loss)
                 } else {
                     None
                 };
@@ -888,8 +966,15 @@ pub fn validation_loss(
     config: &RunConfig,
     max_batches: usize,
 ) -> Result<Option<f64>> {
-    let (sum, count) = validation_sums(model, dataset, map, config, max_batches, (0, 1))?;
-    Ok((count > 0).then(|| sum / count as f64))
+    let sums = validation_sums(model, dataset, map, config, max_batches, (0, 1), None)?;
+    Ok((sums.batches > 0).then(|| sums.model / sums.batches as f64))
+}
+
+/// Loss sums over the validation batches one rank computed.
+struct ValidationSums {
+    model: f64,
+    time_course: f64,
+    batches: usize,
 }
 
 /// Sum and count of the validation batch losses that fall to `rank` of `world` (batch
@@ -901,11 +986,12 @@ fn validation_sums(
     config: &RunConfig,
     max_batches: usize,
     (rank, world): (usize, usize),
-) -> Result<(f64, usize)> {
+    courses: Option<&[Option<Vec<f32>>]>,
+) -> Result<ValidationSums> {
     let device = model.device();
     let mean = config.train.loss == LossReduction::Mean;
     let counts = dataset.trial_counts(Split::Val);
-    let (mut total, mut batches, mut mine) = (0.0f64, 0usize, 0usize);
+    let (mut total, mut course_total, mut batches, mut mine) = (0.0f64, 0.0f64, 0usize, 0usize);
     'sessions: for (ds_index, &n) in counts.iter().enumerate() {
         let Some(session) = map.model_index[ds_index] else {
             continue;
@@ -931,6 +1017,22 @@ fn validation_sums(
                 &mut rng,
             );
             let shape = [batch.len(), batch.n_bins, batch.n_units];
+            if let Some(course) = courses.and_then(|c| c[ds_index].as_deref()) {
+                let per_trial = course.len();
+                let (mut sum, mut scored) = (0.0f64, 0usize);
+                for (i, (&y, &s)) in batch.spikes.iter().zip(&masked.scored).enumerate() {
+                    if s > 0.0 {
+                        let l = f64::from(course[i % per_trial]);
+                        sum += l.exp() - f64::from(y) * l;
+                        scored += 1;
+                    }
+                }
+                course_total += if mean {
+                    sum / scored.max(1) as f64
+                } else {
+                    sum
+                };
+            }
             let out = model.forward(
                 tensor3(masked.input, shape, &device),
                 session,
@@ -948,7 +1050,11 @@ fn validation_sums(
             dataset.recycle(batch);
         }
     }
-    Ok((total, mine))
+    Ok(ValidationSums {
+        model: total,
+        time_course: course_total,
+        batches: mine,
+    })
 }
 
 /// `metrics.jsonl` and `metrics.csv`, appended as the run goes. On resume, lines past the
