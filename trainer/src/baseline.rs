@@ -461,33 +461,26 @@ fn predict_leave_out(
     // The L2 strength: validation likelihood of a few probes spread over the session.
     let alpha = match fit.val.filter(|b| !b.is_empty()) {
         Some(val) => {
-            let picks: Vec<usize> = spread(probes.len(), 6);
-            let losses: Vec<f64> = ALPHAS
-                .par_iter()
-                .map(|&alpha| {
-                    picks
-                        .iter()
-                        .map(|&i| {
-                            let d = design(i);
-                            let dv = d.val.as_ref().expect("val present");
-                            probes[i]
-                                .score
-                                .iter()
-                                .map(|&u| {
-                                    let glm =
-                                        PoissonGlm::fit(&d.train, &counts_of(fit.train, u), alpha);
-                                    counts_of(val, u)
-                                        .iter()
-                                        .zip(dv.chunks(d.k))
-                                        .map(|(&y, row)| poisson_nll(glm.log_rate(row), y))
-                                        .sum::<f64>()
-                                })
-                                .sum::<f64>()
-                        })
-                        .sum()
-                })
+            // Each picked probe's design is built once and shared by every alpha.
+            let picked: Vec<(Design, &Probe)> = spread(probes.len(), 6)
+                .into_iter()
+                .map(|i| (design(i), &probes[i]))
                 .collect();
-            best_alpha(&losses)
+            choose_alpha(|alpha| {
+                picked
+                    .iter()
+                    .flat_map(|(d, probe)| probe.score.iter().map(move |&u| (d, u)))
+                    .map(|(d, u)| {
+                        let x_val = d.val.as_deref().expect("val present");
+                        validation_nll(
+                            (&d.train, &counts_of(fit.train, u)),
+                            (x_val, &counts_of(val, u)),
+                            d.k,
+                            alpha,
+                        )
+                    })
+                    .sum()
+            })
         }
         None => ALPHAS[ALPHAS.len() / 2],
     };
@@ -561,26 +554,19 @@ fn predict_forward(cut: usize, fit: &FitData, test: &Batch) -> Prediction {
     let (x_train, x_test) = (design(&train_last), design(&test_last));
     let x_val = val_last.as_deref().map(design);
     let alpha = match (fit.val.filter(|b| !b.is_empty()), &x_val) {
-        (Some(val), Some(xv)) => {
-            let picks = spread(n, 16);
-            let losses: Vec<f64> = ALPHAS
-                .par_iter()
-                .map(|&alpha| {
-                    picks
-                        .iter()
-                        .map(|&u| {
-                            let glm = PoissonGlm::fit(&x_train, &future(fit.train, u), alpha);
-                            future(val, u)
-                                .iter()
-                                .zip(xv.chunks(p))
-                                .map(|(&y, row)| poisson_nll(glm.log_rate(row), y))
-                                .sum::<f64>()
-                        })
-                        .sum()
+        (Some(val), Some(xv)) => choose_alpha(|alpha| {
+            spread(n, 16)
+                .into_iter()
+                .map(|u| {
+                    validation_nll(
+                        (&x_train, &future(fit.train, u)),
+                        (xv, &future(val, u)),
+                        p,
+                        alpha,
+                    )
                 })
-                .collect();
-            best_alpha(&losses)
-        }
+                .sum()
+        }),
         _ => ALPHAS[ALPHAS.len() / 2],
     };
     let per_unit: Vec<Vec<f64>> = (0..n)
@@ -609,13 +595,31 @@ fn spread(len: usize, count: usize) -> Vec<usize> {
     out
 }
 
-fn best_alpha(losses: &[f64]) -> f64 {
+/// The strength in [`ALPHAS`] whose validation loss, `loss(alpha)`, is lowest.
+fn choose_alpha(loss: impl Fn(f64) -> f64 + Sync) -> f64 {
+    let losses: Vec<f64> = ALPHAS.par_iter().map(|&alpha| loss(alpha)).collect();
     let best = losses
         .iter()
         .enumerate()
         .min_by(|a, b| a.1.total_cmp(b.1))
         .map_or(ALPHAS.len() / 2, |(i, _)| i);
     ALPHAS[best]
+}
+
+/// Poisson NLL on `(x_val, y_val)` of the GLM fit to `(x_train, y_train)` with `alpha`;
+/// rows have `p` features.
+fn validation_nll(
+    (x_train, y_train): (&[f64], &[f64]),
+    (x_val, y_val): (&[f64], &[f64]),
+    p: usize,
+    alpha: f64,
+) -> f64 {
+    let glm = PoissonGlm::fit(x_train, y_train, alpha);
+    y_val
+        .iter()
+        .zip(x_val.chunks(p))
+        .map(|(&y, row)| poisson_nll(glm.log_rate(row), y))
+        .sum()
 }
 
 #[cfg(test)]

@@ -101,13 +101,15 @@ pub struct Reference {
 }
 
 impl Reference {
-    fn score(log_rates: &[f64], batch: &Batch, scored: &[bool]) -> Self {
-        let counts: Vec<f64> = batch.spikes.iter().map(|&c| f64::from(c)).collect();
-        Self {
-            bps_per_unit_mean: bps_per_unit_mean(log_rates, &counts, scored, batch.n_units)
-                .map(|(v, _)| v),
-            bps_pooled_nlb: bps_pooled_nlb(log_rates, &counts, scored, batch.n_units),
-        }
+    /// Both conventions for `log_rates` against `counts` on the `scored` entries, and the
+    /// number of units the per-unit mean averages.
+    fn score(log_rates: &[f64], counts: &[f64], scored: &[bool], n_units: usize) -> (Self, usize) {
+        let per_unit = bps_per_unit_mean(log_rates, counts, scored, n_units);
+        let reference = Self {
+            bps_per_unit_mean: per_unit.map(|(v, _)| v),
+            bps_pooled_nlb: bps_pooled_nlb(log_rates, counts, scored, n_units),
+        };
+        (reference, per_unit.map_or(0, |(_, u)| u))
     }
 }
 
@@ -452,39 +454,27 @@ impl Context<'_> {
                 passes += 1;
             }
         }
-        let mut score = self.score(&log_rates, batch, &scored, passes, official, started);
-        score.baseline = self.fit.as_ref().map(|fit| {
-            let predicted = baseline::predict(task, &probes, regions, cut, fit, batch);
-            Reference::score(&predicted.log_rates, batch, &scored)
-        });
-        score.ceiling = self.truth.map(|truth| {
-            let rates: Vec<f64> = truth.iter().map(|&r| f64::from(r)).collect();
-            Reference::score(&rates, batch, &scored)
-        });
-        Ok((score, Predictions { log_rates, scored }))
-    }
-
-    fn score(
-        &self,
-        log_rates: &[f64],
-        batch: &Batch,
-        scored: &[bool],
-        passes: usize,
-        official_passes: usize,
-        started: Instant,
-    ) -> ActivityScore {
+        let wall_s = started.elapsed().as_secs_f64();
+        // Model, baseline and ceiling are scored on the same entries by the same functions.
         let counts: Vec<f64> = batch.spikes.iter().map(|&c| f64::from(c)).collect();
-        let per_unit = bps_per_unit_mean(log_rates, &counts, scored, batch.n_units);
-        ActivityScore {
-            bps_per_unit_mean: per_unit.map(|(v, _)| v),
-            units_scored: per_unit.map_or(0, |(_, u)| u),
-            bps_pooled_nlb: bps_pooled_nlb(log_rates, &counts, scored, batch.n_units),
+        let (model, units_scored) = Reference::score(&log_rates, &counts, &scored, n);
+        let score = ActivityScore {
+            bps_per_unit_mean: model.bps_per_unit_mean,
+            units_scored,
+            bps_pooled_nlb: model.bps_pooled_nlb,
             forward_passes: passes,
-            official_passes,
-            wall_s: started.elapsed().as_secs_f64(),
-            baseline: None,
-            ceiling: None,
-        }
+            official_passes: official,
+            wall_s,
+            baseline: self.fit.as_ref().map(|fit| {
+                let predicted = baseline::predict(task, &probes, regions, cut, fit, batch);
+                Reference::score(&predicted.log_rates, &counts, &scored, n).0
+            }),
+            ceiling: self.truth.map(|truth| {
+                let rates: Vec<f64> = truth.iter().map(|&r| f64::from(r)).collect();
+                Reference::score(&rates, &counts, &scored, n).0
+            }),
+        };
+        Ok((score, Predictions { log_rates, scored }))
     }
 
     /// Predicted log-rates of unmasked trials, flattened per trial.
