@@ -137,17 +137,15 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// `../shared/fixtures/bps_golden.json`: reference values computed with nlb_tools and
-    /// the MtM definition.
+    /// `trainer/tests/fixtures/bps_golden.json`: reference values computed with nlb_tools
+    /// and the MtM definition.
     fn golden() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/bps_golden.json"
+            "/tests/fixtures/bps_golden.json"
         );
-        serde_json::from_str(
-            &std::fs::read_to_string(path).expect("the shared fixtures sit beside the checkout"),
-        )
-        .unwrap()
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the committed fixture"))
+            .unwrap()
     }
 
     fn flat(v: &Value) -> Vec<f64> {
