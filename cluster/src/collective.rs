@@ -27,6 +27,22 @@ pub enum CollectiveError {
         /// What went wrong.
         message: String,
     },
+    /// The run needs a backend this binary was built without.
+    #[error(
+        "{launcher} started this process as rank {rank} of {world}, but this mtm was built without {what}: rebuild it with `cargo build --release --features {feature}` (see the README)"
+    )]
+    NotBuilt {
+        /// The launcher that started the run.
+        launcher: String,
+        /// This process's rank.
+        rank: usize,
+        /// Number of processes.
+        world: usize,
+        /// What is missing, in words.
+        what: &'static str,
+        /// The cargo feature of the `mtm` binary that provides it.
+        feature: &'static str,
+    },
     /// A backend call returned an error.
     #[error("rank {rank}, step {step}: collective #{seq} ({op}) failed: {message}")]
     Backend {

@@ -4,9 +4,16 @@
 //! process ([`Topology`], read from the launcher's environment), and how do processes
 //! combine their numbers ([`Collective`]: single process, MPI, or NCCL behind the `nccl`
 //! feature). Every collective has a timeout; a rank that stops answering is named.
-//! [`slurm`] holds what a Slurm job asks for, its batch script, and the allocation check.
+//! [`connect`] picks the collective for this process's place in the run, so that no other
+//! crate decides between them. [`slurm`] holds what a Slurm job asks for, its batch
+//! script, and the allocation check.
+//!
+//! MPI is the `mpi` feature (NCCL, `nccl`, builds on it): a single-process build needs no
+//! MPI library, and a binary built without it refuses to start as one rank of many.
 
 pub mod collective;
+mod connect;
+#[cfg(feature = "mpi")]
 pub mod mpi_backend;
 #[cfg(feature = "nccl")]
 pub mod nccl_backend;
@@ -15,6 +22,8 @@ pub mod slurm;
 pub use collective::{
     Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_reduce_bucketed,
 };
+pub use connect::{AllreduceTimes, Fabric, bench_allreduce, connect, mpi_library_version};
+#[cfg(feature = "mpi")]
 pub use mpi_backend::MpiCollective;
 #[cfg(feature = "nccl")]
 pub use nccl_backend::NcclCollective;

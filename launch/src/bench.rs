@@ -133,68 +133,31 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
 
 /// `mtm bench allreduce`.
 fn allreduce(floats: usize, bucket_mb: f64, repeats: usize) -> Result<ExitCode> {
-    use mtm_cluster::{Collective, MpiCollective, ReduceOp, all_reduce_bucketed};
-    let mut mpi = MpiCollective::init(std::time::Duration::from_secs(600))?;
-    let (rank, world) = (mpi.rank(), mpi.world_size());
-    if world < 2 {
+    let topology = mtm_cluster::Topology::from_env()?;
+    if topology.world_size < 2 {
         anyhow::bail!("run under mpirun with at least 2 ranks: mpirun -np 2 mtm bench allreduce");
     }
     let bucket = ((bucket_mb * 1e6 / 4.0) as usize).max(1);
-    let fill = |v: &mut Vec<f32>| {
-        v.iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = ((i + rank) % 97) as f32 * 0.01);
-    };
-    let mut buffer = vec![0.0f32; floats];
-    let mut recv = vec![0.0f32; floats];
-    let mut bucketed = Vec::with_capacity(repeats);
-    let mut raw = Vec::with_capacity(repeats);
-    // Interleaved, so that both see the same machine state; one warm-up of each first.
-    for i in 0..=repeats {
-        fill(&mut buffer);
-        mpi.barrier()?;
-        let t = Instant::now();
-        all_reduce_bucketed(&mut mpi, &mut buffer, bucket, ReduceOp::Sum)?;
-        let b = t.elapsed().as_secs_f64();
-        let expected: f32 = (0..world).map(|r| (r % 97) as f32 * 0.01).sum();
-        anyhow::ensure!(
-            (buffer[0] - expected).abs() <= 1e-4 * expected.abs().max(1.0),
-            "bucketed all-reduce gave {} for {expected}",
-            buffer[0]
-        );
-        fill(&mut buffer);
-        mpi.barrier()?;
-        let t = Instant::now();
-        mpi.raw_all_reduce_sum(&buffer, &mut recv);
-        let r = t.elapsed().as_secs_f64();
-        if i > 0 {
-            bucketed.push(b);
-            raw.push(r);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (b, r) = (median(&mut bucketed), median(&mut raw));
+    let t = mtm_cluster::bench_allreduce(&topology, floats, bucket, repeats)?;
     let mb = floats as f64 * 4.0 / 1e6;
-    if rank == 0 {
+    if topology.rank == 0 {
         println!(
-            "all-reduce of {mb:.1} MB f32 over {world} ranks ({}), median of {repeats}:",
-            MpiCollective::library_version()
+            "all-reduce of {mb:.1} MB f32 over {} ranks ({}), median of {repeats}:",
+            topology.world_size,
+            mtm_cluster::mpi_library_version().unwrap_or_default()
         );
         println!(
             "  bucketed ({} buckets of <= {bucket_mb} MB): {:.1} ms, {:.2} GB/s",
             floats.div_ceil(bucket),
-            b * 1e3,
-            mb / 1e3 / b
+            t.bucketed * 1e3,
+            mb / 1e3 / t.bucketed
         );
         println!(
             "  raw MPI_Allreduce:                {:.1} ms, {:.2} GB/s",
-            r * 1e3,
-            mb / 1e3 / r
+            t.raw * 1e3,
+            mb / 1e3 / t.raw
         );
-        println!("  bucketed / raw time: {:.2}", b / r);
+        println!("  bucketed / raw time: {:.2}", t.bucketed / t.raw);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -66,6 +66,13 @@ fn slurm(args: SlurmArgs) -> Result<ExitCode> {
         ),
         _ => {}
     }
+    let tasks = request.nodes * request.tasks_per_node;
+    if tasks > 1 && mtm_cluster::mpi_library_version().is_none() {
+        bail!(
+            "{}: the job starts {tasks} ranks of this mtm, which was built without MPI and would stop on every rank; rebuild it with `cargo build --release --features mpi` (or `--features cuda`)",
+            args.config.display()
+        );
+    }
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let out_dir = cwd.join(&config.out_dir);
     let launch_dir = out_dir.join("launch");

@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use mtm_cluster::slurm::SlurmAllocation;
-use mtm_cluster::{Collective, MpiCollective, Topology};
+use mtm_cluster::{Fabric, Topology};
 use mtm_dataloader::{Dataset, Split};
 use mtm_trainer::checkpoint;
 use mtm_trainer::config::{DeviceKind, RunConfig, Task};
@@ -274,56 +274,27 @@ fn after_stop(step: u64, lead: bool) -> ExitCode {
     ExitCode::from(STOPPED_EXIT_CODE)
 }
 
-/// The launcher's topology and the collective that goes with it: one process alone, MPI
-/// between CPU ranks, NCCL between GPU ranks.
+/// The launcher's topology and the collective `mtm_cluster` opens for it.
 fn placement(config: &RunConfig) -> Result<(Placement, Topology)> {
     let topology = Topology::from_env()?;
-    if topology.world_size == 1 {
-        return Ok((Placement::single(), topology));
-    }
     let timeout = std::time::Duration::from_secs_f64(config.distributed.timeout_s);
-    let mpi = MpiCollective::init(timeout)?;
-    if mpi.world_size() != topology.world_size || mpi.rank() != topology.rank {
-        bail!(
-            "the launcher says {topology} but MPI says rank {} of {}: start mtm with mpirun (Open MPI) or srun --mpi=pmix, and build it against the same MPI",
-            mpi.rank(),
-            mpi.world_size()
-        );
-    }
-    if topology.rank == 0 {
+    let fabric = match config.distributed.device {
+        DeviceKind::Cpu => Fabric::Host,
+        DeviceKind::Cuda => Fabric::Gpu,
+    };
+    let comm = mtm_cluster::connect(&topology, timeout, fabric)?;
+    if topology.rank == 0 && topology.world_size > 1 {
         eprintln!(
             "{} ranks over {} node(s), {} per node ({:?} launcher); collectives: {} ({}), timeout {:.0} s",
             topology.world_size,
             topology.world_size.div_ceil(topology.local_size),
             topology.local_size,
             topology.source,
-            match config.distributed.device {
-                DeviceKind::Cpu => "mpi",
-                DeviceKind::Cuda => "nccl",
-            },
-            MpiCollective::library_version(),
+            comm.backend(),
+            mtm_cluster::mpi_library_version().unwrap_or_default(),
             config.distributed.timeout_s
         );
     }
-    let comm: Box<dyn Collective> = match config.distributed.device {
-        DeviceKind::Cpu => Box::new(mpi),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => {
-            let visible = std::env::var("CUDA_VISIBLE_DEVICES")
-                .ok()
-                .map(|v| v.split(',').filter(|s| !s.trim().is_empty()).count());
-            if let Some(visible) = visible {
-                topology.check_gpus(visible)?;
-            }
-            Box::new(mtm_cluster::NcclCollective::init(mpi, topology.local_rank)?)
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => {
-            bail!(
-                "distributed.device = \"cuda\" needs mtm built with --features cuda (see the README)"
-            )
-        }
-    };
     Ok((
         Placement {
             comm,

@@ -1,7 +1,10 @@
 //! Data-parallel training as users start it: real processes under Open MPI's `mpirun`.
 //!
-//! `mpirun` must be installed (`.ci/run` installs Debian's `openmpi-bin`); a missing
-//! `mpirun` fails these tests with that message rather than skipping them.
+//! They need mtm built with the `mpi` feature, as the README's test command builds it
+//! (`--features mtm-launch/mpi`), and `mpirun` installed (`.ci/run` installs Debian's
+//! `openmpi-bin`); a missing `mpirun` fails these tests with that message rather than
+//! skipping them.
+#![cfg(feature = "mpi")]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

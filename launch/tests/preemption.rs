@@ -138,6 +138,8 @@ fn a_signal_checkpoints_and_the_same_command_resumes_exactly() {
     );
 }
 
+// Needs the `mpi` feature, as the README's test command builds mtm.
+#[cfg(feature = "mpi")]
 #[test]
 fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
     let dir = tempfile::tempdir().unwrap();
