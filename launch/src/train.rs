@@ -248,6 +248,18 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// After training: SIGINT and SIGTERM end the process at once (status 130, 143), as they
+/// do in every command that has nothing to save. Without this the training handlers would
+/// keep swallowing the first Ctrl-C during the final evaluation. The report is written
+/// only when evaluation completes, so a stop leaves no partial one.
+fn stop_at_once_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let now = Arc::new(AtomicBool::new(true));
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&now))?;
+    signal_hook::flag::register_conditional_shutdown(SIGTERM, 143, now)?;
+    Ok(())
+}
+
 /// Exit status of a run stopped by a signal after writing its checkpoint (EX_TEMPFAIL: run
 /// the same command again to continue).
 pub(crate) const STOPPED_EXIT_CODE: u8 = 75;
@@ -362,6 +374,8 @@ fn train_as(
     }
     observer.bar.finish();
     eprintln!("run written to {}", config.out_dir.display());
+    // Nothing reads the stop flag any more: from here Ctrl-C and SIGTERM end the process.
+    stop_at_once_on_signals()?;
     if config.eval.after_training && !args.no_eval {
         let dataset = std::sync::Arc::clone(trainer.dataset());
         // Evaluation runs on the CPU: copy the weights over from wherever training ran.
@@ -444,6 +458,17 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     options.baseline = options.baseline && !args.no_baseline;
     options.sessions = args.sessions.clone();
     options.save_predictions = args.save_predictions.clone();
+    eprintln!(
+        "evaluating {} on the {} split of {root}: {}",
+        dir.display(),
+        args.split.name(),
+        options
+            .tasks
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let report = run_eval(&model, &dataset, &options)?;
     let out = args
         .out

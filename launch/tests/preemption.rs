@@ -176,3 +176,93 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
     assert_eq!(state["step"], steps[0]);
     assert_eq!(state["world_size"], 2);
 }
+
+/// Starts `command` (stderr to a file), waits until stderr contains `marker`, sends
+/// SIGINT and returns how the process ended and how long after the signal.
+fn ctrl_c_after(
+    mut command: Command,
+    log: &Path,
+    marker: &str,
+) -> (std::process::ExitStatus, Duration, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starts");
+    let started = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(marker)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{marker:?} never appeared: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before {marker:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    (
+        status,
+        signalled.elapsed(),
+        std::fs::read_to_string(log).unwrap(),
+    )
+}
+
+#[test]
+fn ctrl_c_during_evaluation_stops_at_once_and_writes_no_report() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let run = dir.path().join("run");
+    // A few steps, then an evaluation made long on purpose: one trial copy per pass.
+    let slow_eval = [
+        "--set",
+        "train.steps=4",
+        "--set",
+        "eval.after_training=true",
+        "--set",
+        "eval.rows_per_pass=1",
+    ];
+    let mut train = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    train.args(["train", "--config", config.to_str().unwrap()]);
+    train.args(slow_eval);
+    let (status, took, log) = ctrl_c_after(train, &dir.path().join("train.log"), "run written to");
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the signal"
+    );
+    assert!(!run.join("eval-test.json").exists());
+
+    // `mtm eval` alone: the default action of SIGINT.
+    let mut eval = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    eval.args([
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--rows-per-pass",
+        "1",
+    ]);
+    eval.args(["--out", dir.path().join("eval.json").to_str().unwrap()]);
+    let (status, took, log) = ctrl_c_after(eval, &dir.path().join("eval.log"), "evaluating");
+    assert!(
+        !status.success() && (status.signal() == Some(2) || status.code() == Some(130)),
+        "{status:?}: {log}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the signal"
+    );
+    assert!(!dir.path().join("eval.json").exists());
+}

@@ -18,6 +18,7 @@ pub mod heldout;
 pub mod masking;
 pub mod metrics;
 pub mod model;
+pub mod plots;
 pub mod schedule;
 pub mod train;
 

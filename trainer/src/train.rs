@@ -75,6 +75,10 @@ pub struct StepRecord {
     pub elapsed_s: f64,
     /// Validation loss, on the steps where it was computed.
     pub val_loss: Option<f64>,
+    /// Loss of each unit's mean time course on the same validation entries (the reference
+    /// a model that uses the other units gets below), where validation ran.
+    #[serde(default)]
+    pub val_time_course: Option<f64>,
     /// Ranks in the run.
     #[serde(default = "one")]
     pub world_size: usize,
@@ -881,7 +885,7 @@ impl Trainer {
                 (breakdown, breakdown_steps) = (StepTimes::default(), 0);
             }
             let last = self.step == self.total_steps;
-            let val_loss =
+            let validation =
                 if last || (train.validate_every > 0 && self.step % train.validate_every == 0) {
                     let v = self.validate()?;
                     match v {
@@ -891,10 +895,11 @@ impl Trainer {
                         )),
                         None => observer.note("no validation trials: validation skipped"),
                     }
-                    v.map(|v| v.loss)
+                    v
                 } else {
                     None
                 };
+            let val_loss = validation.as_ref().map(|v| v.loss);
             let record = StepRecord {
                 step: self.step,
                 epoch: outcome.epoch,
@@ -904,6 +909,7 @@ impl Trainer {
                 trials_per_s: window_trials as f64 / window_start.elapsed().as_secs_f64().max(1e-9),
                 elapsed_s: started.elapsed().as_secs_f64(),
                 val_loss,
+                val_time_course: validation.as_ref().map(|v| v.time_course),
                 world_size: self.world,
                 skipped_steps: self.skipped_steps,
                 time: window_time.scaled(1.0 / window_steps.max(1) as f64),
@@ -919,6 +925,14 @@ impl Trainer {
             }
             observer.step(&record);
             let stopping = self.stop_agreed && !last;
+            // Redrawn whenever there is a new validation point, and at the end, so that a
+            // run can be watched; a picture that fails to draw does not stop training.
+            if metrics.is_some()
+                && (val_loss.is_some() || last || stopping)
+                && let Err(e) = crate::plots::training_curves(&out)
+            {
+                observer.note(&format!("step {}: plots not drawn: {e}", self.step));
+            }
             if last
                 || stopping
                 || (train.checkpoint_every > 0 && self.step % train.checkpoint_every == 0)
@@ -1065,7 +1079,8 @@ struct MetricsFiles {
     csv: std::fs::File,
 }
 
-const CSV_HEADER: &str = "step,epoch,loss,lr,grad_norm,trials_per_s,elapsed_s,val_loss";
+const CSV_HEADER: &str =
+    "step,epoch,loss,lr,grad_norm,trials_per_s,elapsed_s,val_loss,val_time_course";
 
 impl MetricsFiles {
     fn open(dir: &Path, resumed_step: u64) -> Result<Self> {
@@ -1114,10 +1129,18 @@ impl MetricsFiles {
 
     fn write(&mut self, r: &StepRecord) -> Result<()> {
         let json = serde_json::to_string(r).expect("records serialise");
-        let val = r.val_loss.map(|v| v.to_string()).unwrap_or_default();
+        let optional = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         let csv = format!(
-            "{},{},{},{},{},{},{},{}",
-            r.step, r.epoch, r.loss, r.lr, r.grad_norm, r.trials_per_s, r.elapsed_s, val
+            "{},{},{},{},{},{},{},{},{}",
+            r.step,
+            r.epoch,
+            r.loss,
+            r.lr,
+            r.grad_norm,
+            r.trials_per_s,
+            r.elapsed_s,
+            optional(r.val_loss),
+            optional(r.val_time_course)
         );
         writeln!(self.jsonl, "{json}")
             .and_then(|_| writeln!(self.csv, "{csv}"))

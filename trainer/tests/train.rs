@@ -191,6 +191,40 @@ fn training_lowers_the_validation_loss_on_synthetic_data() {
 }
 
 #[test]
+fn a_run_draws_its_curves_with_each_validation() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "run", &["train.validate_every=3"]);
+    let out = config.out_dir.clone();
+    let mut trainer = Trainer::new(config, None).unwrap();
+    trainer.run(&mut Silent).unwrap();
+    let plots = out.join(mtm_trainer::plots::PLOTS_DIR);
+    let loss = std::fs::read_to_string(plots.join("loss.svg")).unwrap();
+    for text in [
+        "validation",
+        "mean time course",
+        "optimizer step",
+        "nats per masked entry",
+    ] {
+        assert!(loss.contains(text), "loss.svg lacks {text:?}");
+    }
+    for name in ["loss", "learning_rate", "grad_norm"] {
+        let png = std::fs::read(plots.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "{name}.png");
+    }
+    // The reference drawn in the picture is recorded with each validation.
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let validated: Vec<&str> = csv.lines().skip(1).filter(|l| !l.ends_with(',')).collect();
+    assert_eq!(validated.len(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with("val_loss,val_time_course")
+    );
+}
+
+#[test]
 fn non_finite_gradients_stop_the_run_or_skip_the_step_as_configured() {
     let _lock = lock();
     let dir = tempfile::tempdir().unwrap();
