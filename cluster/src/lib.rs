@@ -12,12 +12,14 @@
 //! MPI library, and a binary built without it refuses to start as one rank of many.
 
 pub mod collective;
+pub mod conformance;
 mod connect;
 #[cfg(feature = "mpi")]
 pub mod mpi_backend;
 #[cfg(feature = "nccl")]
 pub mod nccl_backend;
 pub mod slurm;
+pub mod threads;
 
 pub use collective::{
     Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_reduce_bucketed,
@@ -27,6 +29,7 @@ pub use connect::{AllreduceTimes, Fabric, bench_allreduce, connect, mpi_library_
 pub use mpi_backend::MpiCollective;
 #[cfg(feature = "nccl")]
 pub use nccl_backend::NcclCollective;
+pub use threads::ThreadCollective;
 
 use serde::Serialize;
 
