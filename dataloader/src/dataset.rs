@@ -9,7 +9,7 @@ use lru::LruCache;
 use object_store::ObjectStoreExt;
 
 use crate::error::{DataError, Result};
-use crate::session::{self, DecodedGroup, Session, Split};
+use crate::session::{self, BehaviourValues, DecodedGroup, Session, Split};
 use crate::store::Location;
 
 /// Options for opening a dataset.
@@ -70,16 +70,9 @@ pub struct Batch {
     pub n_units: usize,
     /// Spike counts, `(B, T, N)` row-major.
     pub spikes: Vec<f32>,
-    /// Choice per trial (-1/+1), when the session has it.
-    pub choice: Option<Vec<f32>>,
-    /// Reward per trial (0/1).
-    pub reward: Option<Vec<f32>>,
-    /// Block prior per trial.
-    pub block: Option<Vec<f32>>,
-    /// Whisker motion energy, `(B, T)`.
-    pub whisker: Option<Vec<f32>>,
-    /// Wheel speed, `(B, T)`.
-    pub wheel: Option<Vec<f32>>,
+    /// Behaviour of the columns the session has: per trial (choice -1/+1, reward 0/1,
+    /// block prior), or `(B, T)` (whisker motion energy, wheel speed); NaN where missing.
+    pub behaviour: BehaviourValues,
 }
 
 impl Batch {
@@ -313,12 +306,12 @@ impl Dataset {
             n_bins: t,
             n_units: n,
             spikes: self.zeroed_buffer(trials.len() * t * n),
-            choice: b.choice.then(|| Vec::with_capacity(trials.len())),
-            reward: b.reward.then(|| Vec::with_capacity(trials.len())),
-            block: b.block.then(|| Vec::with_capacity(trials.len())),
-            whisker: b.whisker.then(|| Vec::with_capacity(trials.len() * t)),
-            wheel: b.wheel.then(|| Vec::with_capacity(trials.len() * t)),
+            behaviour: BehaviourValues::default(),
         };
+        for b in b.present() {
+            let per_trial = if b.per_bin() { t } else { 1 };
+            *batch.behaviour.slot(b) = Some(Vec::with_capacity(trials.len() * per_trial));
+        }
         let mut current: Option<((usize, usize), Arc<DecodedGroup>)> = None;
         for (i, &trial) in trials.iter().enumerate() {
             let (file, group, row) = meta.locate(split, trial as usize).ok_or_else(|| {
@@ -337,21 +330,11 @@ impl Dataset {
                 }
             };
             decoded.scatter_row(row, &mut batch.spikes[i * t * n..(i + 1) * t * n]);
-            for (dst, src) in [
-                (&mut batch.choice, &decoded.choice),
-                (&mut batch.reward, &decoded.reward),
-                (&mut batch.block, &decoded.block),
-            ] {
-                if let (Some(dst), Some(src)) = (dst, src) {
-                    dst.push(src[row]);
-                }
-            }
-            for (dst, src) in [
-                (&mut batch.whisker, &decoded.whisker),
-                (&mut batch.wheel, &decoded.wheel),
-            ] {
-                if let (Some(dst), Some(src)) = (dst, src) {
-                    dst.extend_from_slice(&src[row * t..(row + 1) * t]);
+            for b in b.present() {
+                let per_trial = if b.per_bin() { t } else { 1 };
+                if let (Some(dst), Some(src)) = (batch.behaviour.slot(b), decoded.behaviour.get(b))
+                {
+                    dst.extend_from_slice(&src[row * per_trial..(row + 1) * per_trial]);
                 }
             }
         }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::dataset::build_runtime;
 use crate::error::Result;
-use crate::session::{self, Session, Split};
+use crate::session::{self, Behaviour, Session, Split};
 use crate::store::Location;
 
 /// What one session holds.
@@ -26,6 +26,9 @@ pub struct SessionReport {
     pub mean_rate_hz: Option<f64>,
     /// Behaviour columns present.
     pub behaviour: Vec<&'static str>,
+    /// For each present behaviour column with missing values (null or NaN), how many
+    /// trials have at least one: evaluation leaves them out of decoding.
+    pub behaviour_missing: Vec<(&'static str, usize)>,
     /// Problems found, each naming the URL, row and field.
     pub problems: Vec<String>,
 }
@@ -90,6 +93,7 @@ pub fn inspect(url: &str, mut progress: impl FnMut(Progress)) -> Result<InspectR
             trials: [0; 3],
             mean_rate_hz: None,
             behaviour: Vec::new(),
+            behaviour_missing: Vec::new(),
             problems: Vec::new(),
         };
         match opened {
@@ -122,17 +126,8 @@ fn validate(
     report.eid = Some(session.eid.clone());
     report.units = session.n_units;
     report.regions = session.region_counts();
-    let b = session.behaviour;
-    report.behaviour = [
-        (b.choice, "choice"),
-        (b.reward, "reward"),
-        (b.block, "block"),
-        (b.whisker, "whisker-motion-energy"),
-        (b.wheel, "wheel-speed"),
-    ]
-    .into_iter()
-    .filter_map(|(present, name)| present.then_some(name))
-    .collect();
+    report.behaviour = session.behaviour.present().map(Behaviour::column).collect();
+    let mut missing = vec![0usize; Behaviour::ALL.len()];
     let mut spikes = 0.0;
     let mut complete = true;
     for split in Split::ALL {
@@ -141,7 +136,15 @@ fn validate(
             for g in 0..file.row_group_rows.len() {
                 match runtime.block_on(session::read_group(session, split, f, g)) {
                     Ok(group) => {
-                        spikes += (0..group.n_rows).map(|r| group.row_spikes(r)).sum::<f64>()
+                        spikes += (0..group.n_rows).map(|r| group.row_spikes(r)).sum::<f64>();
+                        for b in session.behaviour.present() {
+                            let values = group.behaviour.get(b).unwrap_or_default();
+                            let width = if b.per_bin() { session.n_bins } else { 1 };
+                            missing[b as usize] += values
+                                .chunks(width.max(1))
+                                .filter(|v| v.iter().any(|x| !x.is_finite()))
+                                .count();
+                        }
                     }
                     Err(e) => {
                         complete = false;
@@ -152,6 +155,12 @@ fn validate(
             }
         }
     }
+    report.behaviour_missing = session
+        .behaviour
+        .present()
+        .filter(|&b| missing[b as usize] > 0)
+        .map(|b| (b.column(), missing[b as usize]))
+        .collect();
     let trials: usize = report.trials.iter().sum();
     if complete && trials > 0 && session.n_units > 0 {
         let seconds = trials as f64 * session.n_bins as f64 * session.binsize;

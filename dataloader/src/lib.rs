@@ -25,7 +25,7 @@ pub use dataset::{Batch, Dataset, OpenOptions};
 pub use error::{DataError, Result};
 pub use loader::{Loader, PrefetchConfig};
 pub use sampler::{BatchPlan, Sampler, SamplerState};
-pub use session::{Session, Split};
+pub use session::{Behaviour, BehaviourValues, Session, Split};
 pub use store::Location;
 pub use synth::SynthConfig;
 pub use writer::{SessionInfo, TrialRecord, WriteOptions};

@@ -107,6 +107,51 @@ impl SplitFile {
     }
 }
 
+/// A behaviour column of the published layout: the one list of them. A missing value
+/// (a null row, or NaN inside a row) is kept as NaN; whoever uses the values decides what
+/// a missing one means (evaluation leaves such trials out of decoding and counts them;
+/// `mtm data inspect` reports how many there are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Behaviour {
+    /// `choice`: -1/+1 per trial.
+    Choice,
+    /// `reward`: 0/1 per trial.
+    Reward,
+    /// `block`: the block prior per trial.
+    Block,
+    /// `whisker-motion-energy`: one value per bin.
+    Whisker,
+    /// `wheel-speed`: one value per bin.
+    Wheel,
+}
+
+impl Behaviour {
+    /// Every behaviour column, in the layout's order.
+    pub const ALL: [Behaviour; 5] = [
+        Behaviour::Choice,
+        Behaviour::Reward,
+        Behaviour::Block,
+        Behaviour::Whisker,
+        Behaviour::Wheel,
+    ];
+
+    /// The column's name in the layout.
+    pub fn column(self) -> &'static str {
+        match self {
+            Behaviour::Choice => schema::CHOICE,
+            Behaviour::Reward => schema::REWARD,
+            Behaviour::Block => schema::BLOCK,
+            Behaviour::Whisker => schema::WHISKER,
+            Behaviour::Wheel => schema::WHEEL,
+        }
+    }
+
+    /// Whether the column holds one value per bin (otherwise one per trial).
+    pub fn per_bin(self) -> bool {
+        matches!(self, Behaviour::Whisker | Behaviour::Wheel)
+    }
+}
+
 /// Which behaviour columns every file of a session carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BehaviourColumns {
@@ -120,6 +165,51 @@ pub struct BehaviourColumns {
     pub whisker: bool,
     /// `wheel-speed`.
     pub wheel: bool,
+}
+
+impl BehaviourColumns {
+    fn slot(&mut self, b: Behaviour) -> &mut bool {
+        match b {
+            Behaviour::Choice => &mut self.choice,
+            Behaviour::Reward => &mut self.reward,
+            Behaviour::Block => &mut self.block,
+            Behaviour::Whisker => &mut self.whisker,
+            Behaviour::Wheel => &mut self.wheel,
+        }
+    }
+
+    /// Whether the session carries `b`.
+    pub fn has(&self, b: Behaviour) -> bool {
+        *self.clone().slot(b)
+    }
+
+    /// The columns the session carries, in the layout's order.
+    pub fn present(&self) -> impl Iterator<Item = Behaviour> + use<> {
+        let this = *self;
+        Behaviour::ALL.into_iter().filter(move |&b| this.has(b))
+    }
+}
+
+/// Values of the behaviour columns a session has, by column: per trial, or per bin
+/// (`trials * n_bins`); missing values are NaN (see [`Behaviour`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BehaviourValues([Option<Vec<f32>>; 5]);
+
+impl BehaviourValues {
+    /// The values of column `b`, when present.
+    pub fn get(&self, b: Behaviour) -> Option<&[f32]> {
+        self.0[b as usize].as_deref()
+    }
+
+    /// Column `b`'s slot, to fill.
+    pub fn slot(&mut self, b: Behaviour) -> &mut Option<Vec<f32>> {
+        &mut self.0[b as usize]
+    }
+
+    /// Bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.iter().flatten().map(|v| v.len() * 4).sum()
+    }
 }
 
 /// A session's metadata, read once when the dataset is opened.
@@ -489,13 +579,10 @@ pub async fn open_session(source: SessionSource) -> Result<Session> {
     let everywhere = |c: &str| {
         all_files().count() > 0 && all_files().all(|f| f.metadata.schema().index_of(c).is_ok())
     };
-    let behaviour = BehaviourColumns {
-        choice: everywhere(schema::CHOICE),
-        reward: everywhere(schema::REWARD),
-        block: everywhere(schema::BLOCK),
-        whisker: everywhere(schema::WHISKER),
-        wheel: everywhere(schema::WHEEL),
-    };
+    let mut behaviour = BehaviourColumns::default();
+    for b in Behaviour::ALL {
+        *behaviour.slot(b) = everywhere(b.column());
+    }
     let session = Session {
         n_units: regions.len(),
         n_bins: shape[0] as usize,
@@ -562,30 +649,17 @@ pub struct DecodedGroup {
     pub positions: Vec<u32>,
     /// Spike count of each entry.
     pub counts: Vec<f32>,
-    /// Per-trial behaviour scalars (NaN where null), when the session has the column.
-    pub choice: Option<Vec<f32>>,
-    /// See `choice`.
-    pub reward: Option<Vec<f32>>,
-    /// See `choice`.
-    pub block: Option<Vec<f32>>,
-    /// Per-bin traces, `n_rows * n_bins`, when present.
-    pub whisker: Option<Vec<f32>>,
-    /// See `whisker`.
-    pub wheel: Option<Vec<f32>>,
+    /// Behaviour values of the columns the session has (per trial, or `n_rows * n_bins`).
+    pub behaviour: BehaviourValues,
 }
 
 impl DecodedGroup {
     /// Approximate heap size, for the cache's byte budget.
     pub fn heap_bytes(&self) -> usize {
-        let opt = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| v.len() * 4);
         self.nnz.len() * 4
             + self.positions.len() * 4
             + self.counts.len() * 4
-            + opt(&self.choice)
-            + opt(&self.reward)
-            + opt(&self.block)
-            + opt(&self.whisker)
-            + opt(&self.wheel)
+            + self.behaviour.heap_bytes()
     }
 
     /// Total spikes of row `r`.
@@ -623,18 +697,7 @@ pub async fn read_group(
         schema::SPIKES_INDPTR,
         schema::SPIKES_SHAPE,
     ];
-    let b = session.behaviour;
-    for (present, name) in [
-        (b.choice, schema::CHOICE),
-        (b.reward, schema::REWARD),
-        (b.block, schema::BLOCK),
-        (b.whisker, schema::WHISKER),
-        (b.wheel, schema::WHEEL),
-    ] {
-        if present {
-            columns.push(name);
-        }
-    }
+    columns.extend(session.behaviour.present().map(Behaviour::column));
     let batches = read_rows(file_info, &columns, vec![group], None).await?;
     let first_row: usize = file_info.row_group_rows[..group].iter().sum();
     let mut out = DecodedGroup {
@@ -757,41 +820,27 @@ fn decode_batch(
         }
         out.nnz.push(out.positions.len() as u32);
     }
-    let b = session.behaviour;
-    for (present, name, slot) in [
-        (b.choice, schema::CHOICE, &mut out.choice),
-        (b.reward, schema::REWARD, &mut out.reward),
-        (b.block, schema::BLOCK, &mut out.block),
-    ] {
-        if present {
-            let values = scalars(url, batch, name, row_base)?;
-            slot.get_or_insert_with(Vec::new).extend(values);
+    for b in session.behaviour.present() {
+        let name = b.column();
+        let dst = out.behaviour.slot(b).get_or_insert_with(Vec::new);
+        if !b.per_bin() {
+            dst.extend(scalars(url, batch, name, row_base)?);
+            continue;
         }
-    }
-    for (present, name, slot) in [
-        (b.whisker, schema::WHISKER, &mut out.whisker),
-        (b.wheel, schema::WHEEL, &mut out.wheel),
-    ] {
-        if present {
-            let array = schema::required(url, batch, name)?;
-            let lists = F64Lists::new(&array);
-            let dst = slot.get_or_insert_with(Vec::new);
-            for r in 0..batch.num_rows() {
-                match lists.row(r) {
-                    Some(v) if v.len() == n_bins => dst.extend(v.iter().map(|&x| x as f32)),
-                    Some(v) => {
-                        return Err(DataError::InvalidRow {
-                            url: url.to_string(),
-                            row: row_base + r,
-                            field: name.to_string(),
-                            reason: format!(
-                                "has {} values, expected one per bin ({n_bins})",
-                                v.len()
-                            ),
-                        });
-                    }
-                    None => dst.extend(std::iter::repeat_n(f32::NAN, n_bins)),
+        let array = schema::required(url, batch, name)?;
+        let lists = F64Lists::new(&array);
+        for r in 0..batch.num_rows() {
+            match lists.row(r) {
+                Some(v) if v.len() == n_bins => dst.extend(v.iter().map(|&x| x as f32)),
+                Some(v) => {
+                    return Err(DataError::InvalidRow {
+                        url: url.to_string(),
+                        row: row_base + r,
+                        field: name.to_string(),
+                        reason: format!("has {} values, expected one per bin ({n_bins})", v.len()),
+                    });
                 }
+                None => dst.extend(std::iter::repeat_n(f32::NAN, n_bins)),
             }
         }
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use mtm_dataloader::synth::{SynthConfig, generate_session};
 use mtm_dataloader::writer::{TrialRecord, WriteOptions, write_session, write_split};
 use mtm_dataloader::{
-    DataError, Dataset, Loader, Location, PrefetchConfig, Sampler, SamplerState, SessionInfo, Split,
+    Behaviour, DataError, Dataset, Loader, Location, PrefetchConfig, Sampler, SamplerState,
+    SessionInfo, Split,
 };
 
 fn small_config(sessions: usize) -> SynthConfig {
@@ -83,15 +84,16 @@ fn write_then_read_gives_back_every_trial() {
                     &batch.spikes[i * t * n..(i + 1) * t * n],
                     &dense(want, n)[..]
                 );
-                assert_eq!(batch.choice.as_ref().unwrap()[i], want.choice as f32);
-                assert_eq!(batch.block.as_ref().unwrap()[i], want.block as f32);
-                assert_eq!(batch.reward.as_ref().unwrap()[i], want.reward as f32);
+                let b = &batch.behaviour;
+                assert_eq!(b.get(Behaviour::Choice).unwrap()[i], want.choice as f32);
+                assert_eq!(b.get(Behaviour::Block).unwrap()[i], want.block as f32);
+                assert_eq!(b.get(Behaviour::Reward).unwrap()[i], want.reward as f32);
                 let whisker: Vec<f32> = want.whisker.iter().map(|&x| x as f32).collect();
                 assert_eq!(
-                    &batch.whisker.as_ref().unwrap()[i * t..(i + 1) * t],
+                    &b.get(Behaviour::Whisker).unwrap()[i * t..(i + 1) * t],
                     &whisker[..]
                 );
-                assert!(batch.wheel.is_some());
+                assert!(b.get(Behaviour::Wheel).is_some());
             }
         }
     }
@@ -390,5 +392,33 @@ fn missing_and_mistyped_columns_are_reported() {
     assert!(
         matches!(&err, DataError::MissingColumn { column, .. } if column == "spikes_sparse_indices"),
         "{err}"
+    );
+}
+
+#[test]
+fn missing_behaviour_values_read_as_nan_and_inspect_counts_their_trials() {
+    // One NaN inside trial 0's whisker trace and a NaN choice: both are missing values,
+    // not errors (real recordings have gaps in video and wheel), and the reader keeps
+    // them as NaN for the evaluation to leave out.
+    let (_dir, url) = dataset_with(|_, trial| {
+        trial.whisker[17] = f64::NAN;
+        trial.choice = f64::NAN;
+    });
+    let dataset = Dataset::open(&url).unwrap();
+    let batch = dataset.read_batch(0, Split::Train, &[0, 1]).unwrap();
+    let whisker = batch.behaviour.get(Behaviour::Whisker).unwrap();
+    let t = batch.n_bins;
+    assert!(whisker[17].is_nan());
+    assert!(whisker[..t].iter().filter(|x| x.is_nan()).count() == 1);
+    assert!(whisker[t..].iter().all(|x| x.is_finite()));
+    let choice = batch.behaviour.get(Behaviour::Choice).unwrap();
+    assert!(choice[0].is_nan() && choice[1].is_finite());
+
+    let report = mtm_dataloader::inspect::inspect(&url, |_| {}).unwrap();
+    let session = &report.sessions[0];
+    assert!(session.problems.is_empty(), "{:?}", session.problems);
+    assert_eq!(
+        session.behaviour_missing,
+        vec![("choice", 1), ("whisker-motion-energy", 1)]
     );
 }

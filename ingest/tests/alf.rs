@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use mtm_dataloader::{Dataset, Split};
+use mtm_dataloader::{Behaviour, Dataset, Split};
 use mtm_ingest::{IngestError, IngestOptions, RegionLevel, SessionArg, convert_session, ingest};
 use serde_json::Value;
 
@@ -123,15 +123,15 @@ fn converted_sessions_match_an_independent_computation() {
                 previous = Some(k);
                 let t = &trials[k];
                 assert_eq!(
-                    batch.choice.as_ref().unwrap()[i] as f64,
+                    batch.behaviour.get(Behaviour::Choice).unwrap()[i] as f64,
                     t["choice"].as_f64().unwrap()
                 );
                 assert_eq!(
-                    batch.block.as_ref().unwrap()[i],
+                    batch.behaviour.get(Behaviour::Block).unwrap()[i],
                     t["block"].as_f64().unwrap() as f32
                 );
                 assert_eq!(
-                    batch.reward.as_ref().unwrap()[i] as f64,
+                    batch.behaviour.get(Behaviour::Reward).unwrap()[i] as f64,
                     t["reward"].as_f64().unwrap()
                 );
                 let close = |got: &[f32], want: Vec<f64>| {
@@ -143,10 +143,10 @@ fn converted_sessions_match_an_independent_computation() {
                     }
                 };
                 close(
-                    &batch.whisker.as_ref().unwrap()[i * 100..(i + 1) * 100],
+                    &batch.behaviour.get(Behaviour::Whisker).unwrap()[i * 100..(i + 1) * 100],
                     floats(&t["whisker"]),
                 );
-                if let Some(wheel) = &batch.wheel {
+                if let Some(wheel) = batch.behaviour.get(Behaviour::Wheel) {
                     close(&wheel[i * 100..(i + 1) * 100], floats(&t["wheel"]));
                 }
             }

@@ -172,6 +172,9 @@ fn print_table(report: &inspect::InspectReport) {
             s.mean_rate_hz.map_or("-".into(), |r| format!("{r:.2}")),
             regions.join(" ")
         );
+        for (column, trials) in &s.behaviour_missing {
+            println!("  {trials} trial(s) with missing {column} values (left out of its decoding)");
+        }
         totals[0] += s.units;
         for i in 0..3 {
             totals[i + 1] += s.trials[i];

@@ -2,7 +2,7 @@
 //! from the spec alone are read by us.
 
 use mtm_dataloader::synth::{SynthConfig, write_dataset};
-use mtm_dataloader::{DataError, Dataset, Split, WriteOptions};
+use mtm_dataloader::{Behaviour, DataError, Dataset, Split, WriteOptions};
 use mtm_tests::run_python;
 use serde_json::Value;
 
@@ -45,7 +45,7 @@ fn pyarrow_and_datasets_read_what_we_write() {
                     unit_sums[k % batch.n_units] += c as f64;
                 }
                 assert_eq!(
-                    batch.choice.as_ref().unwrap()[i] as f64,
+                    batch.behaviour.get(Behaviour::Choice).unwrap()[i] as f64,
                     theirs["choice"][i].as_f64().unwrap()
                 );
             }
@@ -99,10 +99,10 @@ fn we_read_a_session_pyarrow_wrote_from_the_spec() {
                 "{split} trial {trial}"
             );
             assert_eq!(
-                batch.choice.as_ref().unwrap()[i],
+                batch.behaviour.get(Behaviour::Choice).unwrap()[i],
                 expected["choice"][trial as usize].as_f64().unwrap() as f32
             );
-            let whisker = &batch.whisker.as_ref().unwrap()[i * 100..(i + 1) * 100];
+            let whisker = &batch.behaviour.get(Behaviour::Whisker).unwrap()[i * 100..(i + 1) * 100];
             for (t, &w) in whisker.iter().enumerate() {
                 let want = expected["whisker"][trial as usize * 100 + t]
                     .as_f64()

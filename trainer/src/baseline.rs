@@ -635,11 +635,7 @@ mod tests {
             n_bins: 10,
             n_units: 3,
             spikes,
-            choice: None,
-            reward: None,
-            block: None,
-            whisker: None,
-            wheel: None,
+            behaviour: Default::default(),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct DecodeScore {
     pub fit_trials: usize,
     /// Trials scored.
     pub test_trials: usize,
+    /// Trials left out of fitting and scoring because their target is missing (NaN).
+    pub missing_trials: usize,
 }
 
 /// Kernels of standardised features: fit x fit and test x fit.
@@ -224,6 +226,7 @@ pub fn ridge_r2(
     let basis = Basis::new(&k.fit);
     let pred = ridge_predict(&basis, &k.cross, &y, &[RIDGE_ALPHA[best]]).remove(0);
     DecodeScore {
+        missing_trials: 0,
         metric: "r2",
         value: r2(&y_test, &pred),
         chance: 0.0,
@@ -367,6 +370,7 @@ pub fn logistic_accuracy(
     let chance =
         test_y.iter().filter(|&&b| b == majority).count() as f64 / test_y.len().max(1) as f64;
     DecodeScore {
+        missing_trials: 0,
         metric: "accuracy",
         value: accuracy(&z_test, &w, test_y),
         chance,

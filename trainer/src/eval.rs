@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use mtm_dataloader::dataset::{Batch, Dataset};
-use mtm_dataloader::session::Split;
+use mtm_dataloader::session::{Behaviour, Split};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
@@ -498,11 +498,8 @@ impl Context<'_> {
         test: &Batch,
     ) -> Result<TaskScore> {
         let session = &dataset.sessions[index];
-        let has = match task {
-            Task::Choice => session.behaviour.choice,
-            _ => session.behaviour.whisker,
-        };
-        if !has {
+        let column = target(task);
+        if !session.behaviour.has(column) {
             return Ok(TaskScore::Skipped {
                 skipped: format!("session has no {} column", task.name()),
             });
@@ -525,12 +522,16 @@ impl Context<'_> {
         let test_x = self.features(test, task)?;
         let test_y = behaviour(test, task);
         let dim = test.n_bins * test.n_units;
+        // Trials with a missing target value (NaN) are left out of fitting and scoring.
+        let per_trial = if column.per_bin() { test.n_bins } else { 1 };
+        let (fit_x, fit_y, fit_dropped) = complete_trials(fit_x, fit_y, dim, per_trial);
+        let (test_x, test_y, test_dropped) = complete_trials(test_x, test_y, dim, per_trial);
         if fit_x.len() / dim < 2 * decode::FOLDS {
             return Ok(TaskScore::Skipped {
                 skipped: format!("{} fit trials are too few for 4-fold CV", fit_x.len() / dim),
             });
         }
-        Ok(TaskScore::Decoding(match task {
+        let mut score = match task {
             Task::Choice => {
                 let label = |v: &f32| *v > 0.0;
                 decode::logistic_accuracy(
@@ -554,16 +555,55 @@ impl Context<'_> {
                     self.options.seed,
                 )
             }
-        }))
+        };
+        score.missing_trials = fit_dropped + test_dropped;
+        Ok(TaskScore::Decoding(score))
     }
+}
+
+/// The behaviour column a decoding task predicts.
+fn target(task: Task) -> Behaviour {
+    match task {
+        Task::Choice => Behaviour::Choice,
+        _ => Behaviour::Whisker,
+    }
+}
+
+/// Keeps the trials whose `per_trial` target values are all finite: features (`dim` per
+/// trial) and targets of those trials, and how many were left out.
+fn complete_trials(
+    x: Vec<f32>,
+    y: Vec<f32>,
+    dim: usize,
+    per_trial: usize,
+) -> (Vec<f32>, Vec<f32>, usize) {
+    let trials = y.len() / per_trial.max(1);
+    let keep: Vec<bool> = y
+        .chunks(per_trial.max(1))
+        .map(|v| v.iter().all(|x| x.is_finite()))
+        .collect();
+    if keep.iter().all(|&k| k) {
+        return (x, y, 0);
+    }
+    let pick = |v: &[f32], width: usize| -> Vec<f32> {
+        v.chunks(width)
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .flat_map(|(c, _)| c.iter().copied())
+            .collect()
+    };
+    let dropped = keep.iter().filter(|&&k| !k).count();
+    debug_assert_eq!(x.len(), trials * dim);
+    (pick(&x, dim), pick(&y, per_trial.max(1)), dropped)
 }
 
 /// Choice (one value per trial) or whisker motion energy (one per bin) of a batch.
 fn behaviour(batch: &Batch, task: Task) -> Vec<f32> {
-    match task {
-        Task::Choice => batch.choice.clone().unwrap_or_default(),
-        _ => batch.whisker.clone().unwrap_or_default(),
-    }
+    batch
+        .behaviour
+        .get(target(task))
+        .map(<[f32]>::to_vec)
+        .unwrap_or_default()
 }
 
 /// Writes `{dir}/{eid}/{task}.safetensors`: `log_rates` (f32), `counts` (f32) and `scored`
@@ -669,4 +709,24 @@ pub fn table(report: &Report) -> String {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trials_with_a_missing_target_are_left_out_and_counted() {
+        // Three trials, two features each, two target values per trial (per-bin task).
+        let x = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let y = vec![0.1, 0.2, f32::NAN, 0.4, 0.5, 0.6];
+        let (kx, ky, dropped) = complete_trials(x.clone(), y, 2, 2);
+        assert_eq!(
+            (kx, ky, dropped),
+            (vec![1.0, 2.0, 5.0, 6.0], vec![0.1, 0.2, 0.5, 0.6], 1)
+        );
+        // Nothing missing: everything kept as it was.
+        let (kx, ky, dropped) = complete_trials(x.clone(), vec![1.0, -1.0, 1.0], 2, 1);
+        assert_eq!((kx, ky, dropped), (x, vec![1.0, -1.0, 1.0], 0));
+    }
 }
