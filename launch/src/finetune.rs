@@ -10,7 +10,7 @@ use mtm_dataloader::Dataset;
 use mtm_trainer::config::RunConfig;
 use mtm_trainer::eval::{self, EvalOptions};
 use mtm_trainer::export::{self, WeightType};
-use mtm_trainer::finetune::{LoadReport, Pretrained};
+use mtm_trainer::finetune::{FinetuneReport, LoadReport, Pretrained, SessionLoad};
 use mtm_trainer::train::{self, Placement, Trainer};
 
 use crate::train::{Bar, run_eval};
@@ -183,13 +183,16 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         report.masking
     );
     println!("{}", eval::table(&report));
-    let json = serde_json::json!({
-        "source": pretrained.as_ref().map(|p| p.dir.display().to_string()),
-        "freeze_backbone": config.finetune.freeze_backbone,
-        "loads": loads.iter().map(|(eid, l)| serde_json::json!({"eid": eid, "load": l})).collect::<Vec<_>>(),
-        "report": report,
-    });
-    std::fs::write(&report_path, serde_json::to_string_pretty(&json)?)
+    let written = FinetuneReport {
+        source: pretrained.as_ref().map(|p| p.dir.display().to_string()),
+        freeze_backbone: config.finetune.freeze_backbone,
+        loads: loads
+            .into_iter()
+            .map(|(eid, load)| SessionLoad { eid, load })
+            .collect(),
+        report,
+    };
+    std::fs::write(&report_path, serde_json::to_string_pretty(&written)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     eprintln!("report written to {}", report_path.display());
     Ok(ExitCode::SUCCESS)

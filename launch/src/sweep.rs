@@ -14,6 +14,8 @@ use mtm_sweep::grid::{Cell, SweepConfig};
 use mtm_sweep::plot::{Series, plot};
 use mtm_sweep::results::{self, METRICS, Row};
 use mtm_trainer::checkpoint;
+use mtm_trainer::config::Task;
+use mtm_trainer::finetune::FinetuneReport;
 
 /// Arguments of `mtm sweep`.
 #[derive(Args, Debug)]
@@ -219,19 +221,13 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
             return Ok(None);
         }
     }
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&report_path)
-            .with_context(|| format!("reading {}", report_path.display()))?,
-    )?;
-    let mean_in = |list: &str, task: &str| -> Option<f64> {
-        report["report"][list]
-            .as_array()?
-            .iter()
-            .find(|pair| pair[0] == task)
-            .and_then(|pair| pair[1].as_f64())
-    };
-    let mean = |task: &str| mean_in("mean", task);
-    let baseline = |task: &str| mean_in("baseline_mean", task);
+    let text = std::fs::read_to_string(&report_path)
+        .with_context(|| format!("reading {}", report_path.display()))?;
+    let report = serde_json::from_str::<FinetuneReport>(&text)
+        .with_context(|| format!("reading {}", report_path.display()))?
+        .report;
+    let mean = |task| report.mean_of(task);
+    let baseline = |task| report.baseline_of(task);
     let checkpoint_dir = checkpoint::resolve(&pre.out_dir)?;
     let state = checkpoint::read_state(&checkpoint_dir)?;
     let dataset = Dataset::open(&pre.data.root)?;
@@ -254,16 +250,16 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
         parameters: parameters(&checkpoint_dir.join("model.safetensors"))?,
         steps: state.step,
         batch_size: cell.batch_size as u64,
-        co_smooth: mean("co-smooth"),
-        forward: mean("forward"),
-        intra: mean("intra"),
-        inter: mean("inter"),
-        choice: mean("choice"),
-        whisker: mean("whisker"),
-        co_smooth_baseline: baseline("co-smooth"),
-        forward_baseline: baseline("forward"),
-        intra_baseline: baseline("intra"),
-        inter_baseline: baseline("inter"),
+        co_smooth: mean(Task::CoSmooth),
+        forward: mean(Task::Forward),
+        intra: mean(Task::Intra),
+        inter: mean(Task::Inter),
+        choice: mean(Task::Choice),
+        whisker: mean(Task::Whisker),
+        co_smooth_baseline: baseline(Task::CoSmooth),
+        forward_baseline: baseline(Task::Forward),
+        intra_baseline: baseline(Task::Intra),
+        inter_baseline: baseline(Task::Inter),
         wall_time_s: started.elapsed().as_secs_f64(),
         world_size: state.world_size as u64,
         git_commit: git_commit(),

@@ -260,6 +260,24 @@ fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
     ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
+    // The report reads back as the typed report the sweep and the model card use.
+    let report: mtm_trainer::eval::Report =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval-test.json")).unwrap())
+            .unwrap();
+    assert_eq!(report.sessions.len(), 1);
+    assert!(
+        report
+            .mean_of(mtm_trainer::config::Task::CoSmooth)
+            .is_some()
+    );
+    assert_eq!(
+        serde_json::to_value(&report).unwrap(),
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(run.join("eval-test.json")).unwrap()
+        )
+        .unwrap(),
+        "nothing lost reading it back"
+    );
     assert_eq!(
         std::fs::read_to_string(run.join("metrics.csv"))
             .unwrap()

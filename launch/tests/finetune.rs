@@ -98,6 +98,17 @@ fn export_round_trip(positions: &str) {
     let (_, _) = pretrain(dir.path(), &format!("positions = \"{positions}\""));
     let run = dir.path().join("pretrain");
     let export = dir.path().join("export");
+    // A report beside the checkpoint goes into the model card.
+    ok(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--tasks",
+        "co-smooth",
+        "--no-baseline",
+        "--out",
+        run.join("eval-test.json").to_str().unwrap(),
+    ]);
     let out = ok(&[
         "export",
         "--checkpoint",
@@ -118,6 +129,8 @@ fn export_round_trip(positions: &str) {
     ] {
         assert!(export.join(file).is_file(), "{file} missing");
     }
+    let card = std::fs::read_to_string(export.join("MODEL_CARD.md")).unwrap();
+    assert!(card.contains("\n- co-smooth: "), "{card}");
     let names = mtm_tests::safetensors_bytes(&export.join("model.safetensors"));
     assert!(
         names.contains_key("layers.1.attn.qkv.weight"),

@@ -12,7 +12,7 @@
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The grid of inverse regularisation strengths for choice (sklearn's C).
 pub const LOGISTIC_C: [f64; 9] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4];
@@ -22,10 +22,10 @@ pub const RIDGE_ALPHA: [f64; 5] = [0.0, 10.0, 1e2, 1e3, 1e4];
 pub const FOLDS: usize = 4;
 
 /// A decoder's test score next to its chance level.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecodeScore {
     /// `accuracy` (choice) or `r2` (whisker).
-    pub metric: &'static str,
+    pub metric: String,
     /// The score on the test trials.
     pub value: f64,
     /// Majority-class accuracy, or 0 for R² (predicting the training mean).
@@ -37,6 +37,7 @@ pub struct DecodeScore {
     /// Trials scored.
     pub test_trials: usize,
     /// Trials left out of fitting and scoring because their target is missing (NaN).
+    #[serde(default)]
     pub missing_trials: usize,
 }
 
@@ -227,7 +228,7 @@ pub fn ridge_r2(
     let pred = ridge_predict(&basis, &k.cross, &y, &[RIDGE_ALPHA[best]]).remove(0);
     DecodeScore {
         missing_trials: 0,
-        metric: "r2",
+        metric: "r2".into(),
         value: r2(&y_test, &pred),
         chance: 0.0,
         regularisation: RIDGE_ALPHA[best],
@@ -371,7 +372,7 @@ pub fn logistic_accuracy(
         test_y.iter().filter(|&&b| b == majority).count() as f64 / test_y.len().max(1) as f64;
     DecodeScore {
         missing_trials: 0,
-        metric: "accuracy",
+        metric: "accuracy".into(),
         value: accuracy(&z_test, &w, test_y),
         chance,
         regularisation: LOGISTIC_C[best],

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use mtm_dataloader::dataset::{Batch, Dataset};
 use mtm_dataloader::session::{Behaviour, Split};
 use safetensors::tensor::{Dtype, TensorView};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, FitData};
 use crate::config::Task;
@@ -69,7 +69,7 @@ impl EvalOptions {
 }
 
 /// An activity task's scores.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActivityScore {
     /// The MtM paper's bits per spike: mean over units with scored spikes.
     pub bps_per_unit_mean: Option<f64>,
@@ -92,7 +92,7 @@ pub struct ActivityScore {
 }
 
 /// Bits per spike of a reference predictor (baseline or truth) on a task's scored entries.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     /// Mean over units with scored spikes, as [`ActivityScore::bps_per_unit_mean`].
     pub bps_per_unit_mean: Option<f64>,
@@ -114,7 +114,7 @@ impl Reference {
 }
 
 /// One task's result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TaskScore {
     /// Bits per spike.
@@ -156,7 +156,7 @@ impl TaskScore {
 }
 
 /// A task's name and result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     /// The task.
     pub task: Task,
@@ -166,7 +166,7 @@ pub struct TaskResult {
 }
 
 /// One session's results.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionReport {
     /// Session id.
     pub eid: String,
@@ -179,7 +179,7 @@ pub struct SessionReport {
 }
 
 /// The whole evaluation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The split scored.
     pub split: String,
@@ -193,6 +193,23 @@ pub struct Report {
     pub baseline_mean: Vec<(Task, Option<f64>)>,
     /// The true rates' bps averaged over sessions, per task (synthetic data).
     pub ceiling_mean: Vec<(Task, Option<f64>)>,
+}
+
+/// The value for `task` in a per-task list of the report.
+fn find(list: &[(Task, Option<f64>)], task: Task) -> Option<f64> {
+    list.iter().find(|(t, _)| *t == task).and_then(|(_, v)| *v)
+}
+
+impl Report {
+    /// `task`'s headline number averaged over sessions.
+    pub fn mean_of(&self, task: Task) -> Option<f64> {
+        find(&self.mean, task)
+    }
+
+    /// The smoothing + GLM baseline's bps for `task`, averaged over sessions.
+    pub fn baseline_of(&self, task: Task) -> Option<f64> {
+        find(&self.baseline_mean, task)
+    }
 }
 
 /// Evaluates `model` on `dataset`; `progress` is told each (session, task) as it starts.
@@ -701,9 +718,6 @@ pub fn table(report: &Report) -> String {
             out.push_str(&cell(*v));
         }
         out.push('\n');
-        let find = |list: &[(Task, Option<f64>)], t: Task| {
-            list.iter().find(|(x, _)| *x == t).and_then(|(_, v)| *v)
-        };
         reference_rows(&mut out, &|t| find(&report.baseline_mean, t), &|t| {
             find(&report.ceiling_mean, t)
         });

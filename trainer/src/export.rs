@@ -520,7 +520,7 @@ fn model_card(config: &ExportConfig, checkpoint: &Path, parameters: usize) -> St
     let metrics = run_dir
         .map(|d| d.join("eval-test.json"))
         .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        .and_then(|t| serde_json::from_str::<crate::eval::Report>(&t).ok());
     let mut card = format!(
         "# NDT1 trained with multi-task masking (mtm)\n\n\
          - Architecture: NDT1, C = {} stitcher width, D = {} hidden, {} layers, {} heads, MLP {}, {} bins per trial, {} positions, {} prompt tokens; {parameters} parameters.\n\
@@ -550,13 +550,12 @@ fn model_card(config: &ExportConfig, checkpoint: &Path, parameters: usize) -> St
         card.push_str(&format!("| {} | {} | {} |\n", s.index, s.eid, s.n_units));
     }
     card.push_str("\n## Metrics at export\n\n");
-    match metrics.as_ref().and_then(|m| m["mean"].as_array()) {
-        Some(mean) => {
+    match &metrics {
+        Some(report) => {
             card.push_str("Test split, mean over sessions (bits per spike per-unit mean; choice accuracy; whisker R²):\n\n");
-            for pair in mean {
-                if let (Some(task), value) = (pair[0].as_str(), &pair[1]) {
-                    card.push_str(&format!("- {task}: {value}\n"));
-                }
+            for (task, value) in &report.mean {
+                let value = value.map_or("null".to_string(), |v| v.to_string());
+                card.push_str(&format!("- {}: {value}\n", task.name()));
             }
         }
         None => card.push_str(

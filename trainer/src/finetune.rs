@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::config::RunConfig;
@@ -14,8 +14,33 @@ use crate::error::{Result, TrainError};
 use crate::export::{self, BurnTensors};
 use crate::model::{ModelConfig, Ndt, SessionSpec};
 
+/// `finetune-report.json`: what `mtm finetune` did and how the result scored; written by
+/// the binary, read back by the sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneReport {
+    /// The pretrained checkpoint or export, or `None` when trained from scratch.
+    pub source: Option<String>,
+    /// Whether only session weights were trained.
+    pub freeze_backbone: bool,
+    /// What each fine-tuned session took from the pretrained model.
+    pub loads: Vec<SessionLoad>,
+    /// The evaluation of the fine-tuned sessions.
+    pub report: crate::eval::Report,
+}
+
+/// One fine-tuned session's [`LoadReport`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLoad {
+    /// The session.
+    pub eid: String,
+    /// What it took.
+    pub load: LoadReport,
+}
+
 /// Which weights a fine-tuned model took from the pretrained one.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// The pretrained checkpoint or export.
     pub source: PathBuf,
