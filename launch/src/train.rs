@@ -62,6 +62,13 @@ pub struct EvalArgs {
     /// Write per-task log-rates, counts and scored masks (safetensors) under this folder.
     #[arg(long)]
     save_predictions: Option<PathBuf>,
+    /// Draw each session's pictures under this folder (SVG and PNG): `{eid}/rasters`, the
+    /// trial-averaged rates of the largest region as observed and as predicted under
+    /// inter- and intra-region masking (needs both tasks), and `{eid}/metrics`, the four
+    /// activity metrics beside the baseline and the ceiling. `mtm train` draws them into
+    /// the run's `plots/`.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Trial copies per forward pass in the leave-one-out tasks.
     #[arg(long)]
     rows_per_pass: Option<usize>,
@@ -383,7 +390,8 @@ fn train_as(
             .model()
             .valid()
             .to_device(&burn::prelude::Device::flex());
-        let options = EvalOptions::from_config(&config);
+        let mut options = EvalOptions::from_config(&config);
+        options.plots = Some(config.out_dir.join(mtm_trainer::plots::PLOTS_DIR));
         drop(trainer);
         let report = run_eval(&model, &dataset, &options)?;
         write_report(&report, &config.out_dir.join("eval-test.json"))?;
@@ -458,6 +466,7 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     options.baseline = options.baseline && !args.no_baseline;
     options.sessions = args.sessions.clone();
     options.save_predictions = args.save_predictions.clone();
+    options.plots = args.plots.clone();
     eprintln!(
         "evaluating {} on the {} split of {root}: {}",
         dir.display(),
@@ -476,6 +485,9 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     write_report(&report, &out)?;
     if let Some(p) = &args.save_predictions {
         eprintln!("predictions written under {}", p.display());
+    }
+    if let Some(p) = &args.plots {
+        eprintln!("pictures written under {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -260,6 +260,27 @@ fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
     ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
+    // The pictures: training curves, and each session's rasters and metrics.
+    let eid = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .find_map(|name| name.strip_suffix("_aligned").map(str::to_string))
+        .expect("a session folder");
+    for picture in ["loss", &format!("{eid}/rasters"), &format!("{eid}/metrics")] {
+        for ext in ["svg", "png"] {
+            let path = run.join("plots").join(format!("{picture}.{ext}"));
+            assert!(path.is_file(), "{} missing", path.display());
+        }
+    }
+    let rasters = std::fs::read_to_string(run.join(format!("plots/{eid}/rasters.svg"))).unwrap();
+    for text in [
+        "observed",
+        "inter-region masking",
+        "intra-region masking",
+        "rate (Hz)",
+    ] {
+        assert!(rasters.contains(text), "rasters.svg lacks {text:?}");
+    }
     // The report reads back as the typed report the sweep and the model card use.
     let report: mtm_trainer::eval::Report =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval-test.json")).unwrap())
@@ -347,12 +368,19 @@ fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
             "co-smooth,forward,intra,inter",
             "--save-predictions",
             preds.to_str().unwrap(),
+            "--plots",
+            dir.path().join("figures").to_str().unwrap(),
             "--out",
             report.to_str().unwrap(),
         ],
         &[],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        dir.path()
+            .join(format!("figures/{eid}/rasters.png"))
+            .is_file()
+    );
     let scorer = mtm_tests::run_python(
         "score_predictions.py",
         &[preds.to_str().unwrap(), report.to_str().unwrap()],

@@ -87,35 +87,275 @@ const COLOURS: [RGBColor; 6] = [
 /// Pixel size of every picture.
 const SIZE: (u32, u32) = (800, 560);
 
+/// Draws with `$draw(root, $arg)` into `{stem}.svg` and `{stem}.png`, each under a
+/// temporary name renamed when complete (a macro: the drawing functions are generic over
+/// plotters' backend, which a closure cannot be).
+macro_rules! write_both {
+    ($stem:expr, $size:expr, $draw:ident, $arg:expr) => {{
+        REGISTER.call_once(|| {
+            // Registering the embedded font cannot fail for a valid TTF.
+            let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+        });
+        let mut written = Vec::with_capacity(2);
+        for ext in ["svg", "png"] {
+            let path = $stem.with_extension(ext);
+            // The extension picks the bitmap encoder, so the temporary name keeps it.
+            let partial = $stem.with_extension(format!("partial.{ext}"));
+            let fail = |message: String| PlotError {
+                path: path.clone(),
+                message,
+            };
+            if ext == "svg" {
+                $draw(SVGBackend::new(&partial, $size).into_drawing_area(), $arg)
+            } else {
+                $draw(
+                    BitMapBackend::new(&partial, $size).into_drawing_area(),
+                    $arg,
+                )
+            }
+            .map_err(fail)?;
+            std::fs::rename(&partial, &path).map_err(|e| fail(e.to_string()))?;
+            written.push(path);
+        }
+        Ok(written)
+    }};
+}
+
 /// Draws `chart` into `{stem}.svg` and `{stem}.png`; returns both paths. Each file is
 /// drawn under a temporary name and renamed, so an interrupted run leaves no half picture.
 pub fn write(stem: &Path, chart: &Chart) -> Result<Vec<PathBuf>, PlotError> {
-    REGISTER.call_once(|| {
-        // Registering the embedded font cannot fail for a valid TTF.
-        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-    let mut written = Vec::with_capacity(2);
-    for ext in ["svg", "png"] {
-        let path = stem.with_extension(ext);
-        // The extension picks the bitmap encoder, so the temporary name keeps it.
-        let partial = stem.with_extension(format!("partial.{ext}"));
-        let fail = |message: String| PlotError {
-            path: path.clone(),
-            message,
-        };
-        if ext == "svg" {
-            draw(SVGBackend::new(&partial, SIZE).into_drawing_area(), chart)
-        } else {
-            draw(
-                BitMapBackend::new(&partial, SIZE).into_drawing_area(),
-                chart,
-            )
-        }
-        .map_err(fail)?;
-        std::fs::rename(&partial, &path).map_err(|e| fail(e.to_string()))?;
-        written.push(path);
+    write_both!(stem, SIZE, draw, chart)
+}
+
+/// A matrix drawn as coloured cells: rows top to bottom, columns left to right.
+#[derive(Clone, Debug)]
+pub struct Heatmap {
+    /// Panel title.
+    pub title: String,
+    /// `values[row][column]`; non-finite cells are drawn grey.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Heatmaps side by side on one colour scale (0 to the largest value), with a colour bar.
+#[derive(Clone, Debug)]
+pub struct Heatmaps {
+    /// Title above the panels.
+    pub title: String,
+    /// Label of every panel's x axis, with its unit.
+    pub x_label: String,
+    /// Label of the y axis (rows).
+    pub y_label: String,
+    /// What the colour means, with its unit.
+    pub value_label: String,
+    /// The x value of the left edge of column 0 (e.g. seconds from stimulus onset).
+    pub x_origin: f64,
+    /// The width of one column in x units.
+    pub x_step: f64,
+    /// The panels.
+    pub panels: Vec<Heatmap>,
+}
+
+/// Draws `figure` into `{stem}.svg` and `{stem}.png`, as [`write`] does.
+pub fn write_heatmaps(stem: &Path, figure: &Heatmaps) -> Result<Vec<PathBuf>, PlotError> {
+    let size = (360 * figure.panels.len().max(1) as u32 + 140, 520);
+    write_both!(stem, size, draw_heatmaps, figure)
+}
+
+/// Grouped bars: one group per category, one bar per series.
+#[derive(Clone, Debug)]
+pub struct Bars {
+    /// Title above the chart.
+    pub title: String,
+    /// y-axis label, with its unit.
+    pub y_label: String,
+    /// The categories along x.
+    pub categories: Vec<String>,
+    /// `(legend label, one value per category)`; `None` leaves the bar out.
+    pub series: Vec<(String, Vec<Option<f64>>)>,
+}
+
+/// Draws `bars` into `{stem}.svg` and `{stem}.png`, as [`write`] does.
+pub fn write_bars(stem: &Path, bars: &Bars) -> Result<Vec<PathBuf>, PlotError> {
+    write_both!(stem, SIZE, draw_bars, bars)
+}
+
+/// The colour of `t` in 0..=1 on viridis (five anchors, linearly interpolated).
+fn viridis(t: f64) -> RGBColor {
+    const ANCHORS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let x = t.clamp(0.0, 1.0) * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f64;
+    let (a, b) = (ANCHORS[i], ANCHORS[i + 1]);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+fn draw_heatmaps<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    figure: &Heatmaps,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let root = root.titled(&figure.title, ("sans-serif", 22)).map_err(e)?;
+    let top = figure
+        .panels
+        .iter()
+        .flat_map(|p| p.values.iter().flatten())
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-12);
+    let (width, _) = root.dim_in_pixel();
+    let (panels_area, bar_area) = root.split_horizontally(width.saturating_sub(110));
+    let areas = panels_area.split_evenly((1, figure.panels.len().max(1)));
+    for (k, (panel, area)) in figure.panels.iter().zip(&areas).enumerate() {
+        let rows = panel.values.len().max(1);
+        let cols = panel.values.first().map_or(1, Vec::len).max(1);
+        let x_end = figure.x_origin + cols as f64 * figure.x_step;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(42)
+            .y_label_area_size(if k == 0 { 58 } else { 30 })
+            .build_cartesian_2d(figure.x_origin..x_end, rows as f64..0.0)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(&figure.x_label)
+            .y_desc(if k == 0 { figure.y_label.as_str() } else { "" })
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .x_labels(5)
+            .x_label_formatter(&|v| compact(*v))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(panel.values.iter().enumerate().flat_map(|(r, row)| {
+                row.iter().enumerate().map(move |(c, &v)| {
+                    let x0 = figure.x_origin + c as f64 * figure.x_step;
+                    let colour = if v.is_finite() {
+                        viridis(v / top)
+                    } else {
+                        RGBColor(200, 200, 200)
+                    };
+                    Rectangle::new(
+                        [(x0, r as f64), (x0 + figure.x_step, r as f64 + 1.0)],
+                        colour.filled(),
+                    )
+                })
+            }))
+            .map_err(e)?;
     }
-    Ok(written)
+    // The colour bar: 0 at the bottom, the largest value at the top.
+    let mut bar = ChartBuilder::on(&bar_area)
+        .margin_top(30)
+        .margin_bottom(50)
+        .margin_right(8)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..1.0, 0.0..top)
+        .map_err(e)?;
+    bar.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc(&figure.value_label)
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .y_label_formatter(&|v| compact(*v))
+        .draw()
+        .map_err(e)?;
+    let steps = 64;
+    bar.draw_series((0..steps).map(|i| {
+        let (lo, hi) = (
+            top * i as f64 / steps as f64,
+            top * (i + 1) as f64 / steps as f64,
+        );
+        Rectangle::new(
+            [(0.0, lo), (1.0, hi)],
+            viridis((i as f64 + 0.5) / steps as f64).filled(),
+        )
+    }))
+    .map_err(e)?;
+    root.present().map_err(e)
+}
+
+fn draw_bars<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, bars: &Bars) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let values = bars
+        .series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten().copied());
+    let (lo, hi) = values.fold((0.0f64, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    // Headroom above the tallest bar for the legend.
+    let head = ((hi - lo) * 0.3).max(1e-3);
+    let groups = bars.categories.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&bars.title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..groups as f64, (lo - pad)..(hi + head))
+        .map_err(e)?;
+    let categories = bars.categories.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(&bars.y_label)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .x_labels(groups * 2 + 1)
+        .x_label_formatter(&move |v| {
+            let i = v.floor() as usize;
+            if (v - i as f64 - 0.5).abs() < 1e-6 && i < categories.len() {
+                categories[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| compact(*v))
+        .draw()
+        .map_err(e)?;
+    let n = bars.series.len().max(1) as f64;
+    let width = 0.8 / n;
+    for (k, (label, values)) in bars.series.iter().enumerate() {
+        let colour = COLOURS[k % COLOURS.len()];
+        chart
+            .draw_series(values.iter().enumerate().filter_map(|(g, v)| {
+                let v = (*v)?;
+                let x0 = g as f64 + 0.1 + k as f64 * width;
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.92, v)],
+                    colour.filled(),
+                ))
+            }))
+            .map_err(e)?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+    }
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (groups as f64, 0.0)],
+            BLACK.stroke_width(1),
+        )))
+        .map_err(e)?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
 }
 
 fn finite_points(chart: &Chart) -> impl Iterator<Item = (f64, f64)> + '_ {
@@ -291,6 +531,44 @@ mod tests {
                 .unwrap()
                 .contains("training loss")
         );
+    }
+
+    #[test]
+    fn heatmaps_and_bars_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let panel = |title: &str, scale: f64| Heatmap {
+            title: title.into(),
+            values: (0..6)
+                .map(|r| (0..20).map(|c| scale * (r * c) as f64).collect())
+                .collect(),
+        };
+        let figure = Heatmaps {
+            title: "region VISp".into(),
+            x_label: "time from stimulus (s)".into(),
+            y_label: "unit".into(),
+            value_label: "rate (Hz)".into(),
+            x_origin: -0.5,
+            x_step: 0.02,
+            panels: vec![panel("observed", 1.0), panel("predicted", 0.5)],
+        };
+        let paths = write_heatmaps(&dir.path().join("rasters"), &figure).unwrap();
+        let svg = std::fs::read_to_string(&paths[0]).unwrap();
+        assert!(svg.contains("observed") && svg.contains("rate (Hz)") && svg.contains("<rect"));
+        let bars = Bars {
+            title: "bits per spike".into(),
+            y_label: "bits per spike".into(),
+            categories: vec!["co-smooth".into(), "forward".into()],
+            series: vec![
+                ("model".into(), vec![Some(0.2), Some(-0.01)]),
+                ("baseline".into(), vec![Some(0.18), None]),
+            ],
+        };
+        let paths = write_bars(&dir.path().join("metrics"), &bars).unwrap();
+        let svg = std::fs::read_to_string(&paths[0]).unwrap();
+        assert!(svg.contains("co-smooth") && svg.contains("baseline"));
+        assert_eq!(&std::fs::read(&paths[1]).unwrap()[1..4], b"PNG");
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+        assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct EvalOptions {
     pub sessions: Vec<String>,
     /// Folder for per-task predictions (safetensors), if wanted.
     pub save_predictions: Option<PathBuf>,
+    /// Folder for the pictures of each session (see [`crate::figures`]), if wanted.
+    pub plots: Option<PathBuf>,
     /// The masking the model was trained with (decides whether prompts are used).
     pub masking: Masking,
     /// Seed of the decoders' fold assignment.
@@ -60,6 +62,7 @@ impl EvalOptions {
             forward_fraction: config.eval.forward_fraction,
             sessions: Vec::new(),
             save_predictions: None,
+            plots: None,
             masking: config.masking.scheme,
             seed: config.seed,
             heldout_group: config.eval.heldout_group,
@@ -280,6 +283,8 @@ pub fn evaluate(
             truth: truth.as_deref(),
         };
         let mut tasks = Vec::new();
+        // The region tasks' predictions, kept for the pictures.
+        let (mut inter, mut intra) = (None, None);
         for &task in &options.tasks {
             progress(&session.eid, task);
             let score = match task {
@@ -289,10 +294,33 @@ pub fn evaluate(
                     if let Some(dir) = &options.save_predictions {
                         save_predictions(dir, &session.eid, task, &batch, &saved)?;
                     }
+                    if options.plots.is_some() {
+                        match task {
+                            Task::Inter => inter = Some(saved),
+                            Task::Intra => intra = Some(saved),
+                            _ => {}
+                        }
+                    }
                     TaskScore::Activity(score)
                 }
             };
             tasks.push(TaskResult { task, score });
+        }
+        if let Some(dir) = &options.plots {
+            fn view(p: &Option<Predictions>) -> Option<crate::figures::TaskPredictions<'_>> {
+                p.as_ref().map(|p| crate::figures::TaskPredictions {
+                    log_rates: &p.log_rates,
+                    scored: &p.scored,
+                })
+            }
+            crate::figures::write_session(
+                dir,
+                session,
+                &batch,
+                view(&inter),
+                view(&intra),
+                &tasks,
+            )?;
         }
         sessions.push(SessionReport {
             eid: session.eid.clone(),

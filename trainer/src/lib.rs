@@ -12,6 +12,7 @@ pub mod decode;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod figures;
 pub mod finetune;
 pub mod grads;
 pub mod heldout;
