@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod plots;
 pub mod schedule;
+pub mod sync;
 pub mod train;
 
 pub use error::{Result, TrainError};

@@ -686,29 +686,24 @@ impl Trainer {
         let clock = Instant::now();
         // One small reduction first: which parameters any rank touched (PyTorch steps a
         // parameter whose gradient exists on some rank), which ranks failed, loss, trials.
-        let n_params = self.grads.n_params();
-        let mut stats = vec![0.0f32; n_params + self.world + 3];
-        for (s, &t) in stats.iter_mut().zip(&self.grads.touched) {
-            *s = f32::from(u8::from(t));
+        let agreement = crate::sync::StepReport {
+            touched: self.grads.touched.clone(),
+            failed: !finite,
+            loss_sum,
+            trials,
+            stop: self
+                .stop_flag
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed)),
         }
-        stats[n_params + self.rank] = f32::from(u8::from(!finite));
-        stats[n_params + self.world] = loss_sum as f32;
-        stats[n_params + self.world + 1] = trials as f32;
-        let stop_here = self
-            .stop_flag
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed));
-        stats[n_params + self.world + 2] = f32::from(u8::from(stop_here));
-        self.comm.all_reduce(&mut stats, ReduceOp::Sum)?;
-        self.stop_agreed = stats[n_params + self.world + 2] > 0.0;
-        let failed: Vec<usize> = (0..self.world)
-            .filter(|&r| stats[n_params + r] > 0.0)
-            .collect();
+        .exchange(self.comm.as_mut())?;
+        self.stop_agreed = agreement.stop;
+        let failed = agreement.failed;
         let all_micro = (self.world * accumulate) as f64;
         let mut outcome = StepOutcome {
-            loss: f64::from(stats[n_params + self.world]) / all_micro,
+            loss: agreement.loss_sum / all_micro,
             grad_norm: 0.0,
-            trials: stats[n_params + self.world + 1] as usize,
+            trials: agreement.trials,
             epoch,
             skipped: false,
             time,
@@ -737,9 +732,7 @@ impl Trainer {
                 }
             }
         }
-        for (t, &s) in self.grads.touched.iter_mut().zip(&stats) {
-            *t = s > 0.0;
-        }
+        self.grads.touched = agreement.touched;
         let op = if mean { ReduceOp::Mean } else { ReduceOp::Sum };
         all_reduce_bucketed(
             self.comm.as_mut(),
