@@ -192,7 +192,7 @@ pub fn sbatch_script(
         request.cpus_per_task
     ));
     if request.requeue {
-        s.push_str("export MTM_SLURM_REQUEUE=1\n");
+        s.push_str(&format!("export {REQUEUE_VAR}=1\n"));
     }
     s.push_str(
         "echo \"job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}\"\n\n",
@@ -205,9 +205,9 @@ pub fn sbatch_script(
             "mpirun -np $SLURM_NTASKS --map-by ppr:{}:node --bind-to none -x RAYON_NUM_THREADS{} {command}",
             request.tasks_per_node,
             if request.requeue {
-                " -x MTM_SLURM_REQUEUE"
+                format!(" -x {REQUEUE_VAR}")
             } else {
-                ""
+                String::new()
             }
         ),
     };
@@ -217,6 +217,30 @@ pub fn sbatch_script(
     s.push_str("trap 'echo \"SIGUSR1: asking the ranks to checkpoint\"; kill -USR1 $step' USR1\n");
     s.push_str("while ! wait $step; do\n  status=$?\n  # wait returns early (>128) when a trapped signal arrives; keep waiting.\n  kill -0 $step 2>/dev/null || exit $status\ndone\n");
     s
+}
+
+/// Set by the batch script when the job asks to be requeued after a stop (the `[slurm]`
+/// table's `requeue`); read by [`requeue_if_asked`].
+pub const REQUEUE_VAR: &str = "MTM_SLURM_REQUEUE";
+
+/// After a run stopped on a signal with a checkpoint: when the batch script asked for it
+/// and this is a Slurm job, requeues the job with `scontrol requeue`, so that the same
+/// command resumes. Returns what happened, for the log; `None` when not asked.
+pub fn requeue_if_asked() -> Option<String> {
+    if std::env::var(REQUEUE_VAR).ok()? != "1" {
+        return None;
+    }
+    let job = std::env::var("SLURM_JOB_ID").ok()?;
+    Some(
+        match std::process::Command::new("scontrol")
+            .args(["requeue", &job])
+            .status()
+        {
+            Ok(s) if s.success() => format!("requeued Slurm job {job}"),
+            Ok(s) => format!("scontrol requeue {job} failed ({s}); resubmit the job"),
+            Err(e) => format!("cannot run scontrol ({e}); resubmit the job"),
+        },
+    )
 }
 
 /// `s` quoted for a POSIX shell.

@@ -168,10 +168,12 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
                     &args.overrides,
                 )?,
             };
-            if config.model != stored.model || config.seed != stored.seed {
+            let differences = config.run_differences(&stored);
+            if !differences.is_empty() {
                 bail!(
-                    "{} was trained with other model sizes or another seed than the configuration given; resume with the stored one (leave out --config)",
-                    dir.display()
+                    "{} was trained with another {} than the configuration given; resume with the stored one (leave out --config)",
+                    dir.display(),
+                    differences.join(", ")
                 );
             }
             (config, Some(dir))
@@ -213,19 +215,7 @@ fn automatic_resume(config: &RunConfig) -> Result<Option<PathBuf>> {
     }
     let dir = checkpoint::resolve(&checkpoints)?;
     let stored = checkpoint::read_config(&dir)?;
-    let mut differences = Vec::new();
-    if stored.model != config.model {
-        differences.push("model");
-    }
-    if stored.seed != config.seed {
-        differences.push("seed");
-    }
-    if stored.data.root != config.data.root || stored.data.sessions != config.data.sessions {
-        differences.push("data");
-    }
-    if stored.masking != config.masking {
-        differences.push("masking");
-    }
+    let differences = config.run_differences(&stored);
     if !differences.is_empty() {
         bail!(
             "{} already holds a run with another {}; choose another out_dir (--set out_dir=...) or continue it with --resume {}",
@@ -277,17 +267,8 @@ fn after_stop(step: u64, lead: bool) -> ExitCode {
         eprintln!(
             "stopped after step {step} with a checkpoint; the same command continues the run"
         );
-        if std::env::var("MTM_SLURM_REQUEUE").is_ok_and(|v| v == "1")
-            && let Ok(job) = std::env::var("SLURM_JOB_ID")
-        {
-            match std::process::Command::new("scontrol")
-                .args(["requeue", &job])
-                .status()
-            {
-                Ok(s) if s.success() => eprintln!("requeued Slurm job {job}"),
-                Ok(s) => eprintln!("scontrol requeue {job} failed ({s}); resubmit the job"),
-                Err(e) => eprintln!("cannot run scontrol ({e}); resubmit the job"),
-            }
+        if let Some(line) = mtm_cluster::slurm::requeue_if_asked() {
+            eprintln!("{line}");
         }
     }
     ExitCode::from(STOPPED_EXIT_CODE)

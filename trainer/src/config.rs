@@ -470,6 +470,27 @@ impl RunConfig {
         out
     }
 
+    /// What makes `other` a different run from this one, in words (empty: the same run,
+    /// which a checkpoint of `other` may continue): the model, the seed, the data (root
+    /// and sessions) and the masking. Steps, learning rate, logging, evaluation and the
+    /// world size may change on resume; these may not.
+    pub fn run_differences(&self, other: &RunConfig) -> Vec<&'static str> {
+        let mut differences = Vec::new();
+        if self.model != other.model {
+            differences.push("model");
+        }
+        if self.seed != other.seed {
+            differences.push("seed");
+        }
+        if self.data.root != other.data.root || self.data.sessions != other.data.sessions {
+            differences.push("data");
+        }
+        if self.masking != other.masking {
+            differences.push("masking");
+        }
+        differences
+    }
+
     /// The resolved configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a run config always serialises")
@@ -510,6 +531,23 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "out_dir = \"runs/x\"\n[data]\nroot = \"data/synthetic\"\n";
+
+    #[test]
+    fn the_same_run_is_model_seed_data_and_masking() {
+        let parse = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            RunConfig::parse(MINIMAL, "test", &sets).unwrap()
+        };
+        let base = parse(&[]);
+        let continued = parse(&["train.steps=99", "train.lr=1e-3", "eval.baseline=false"]);
+        assert!(base.run_differences(&continued).is_empty());
+        let other = parse(&["seed=7", "masking.scheme=temporal", "model.hidden=32"]);
+        assert_eq!(base.run_differences(&other), vec!["model", "seed", "masking"]);
+        assert_eq!(
+            base.run_differences(&parse(&["data.root=elsewhere"])),
+            vec!["data"]
+        );
+    }
 
     #[test]
     fn defaults_are_the_papers() {
