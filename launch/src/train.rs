@@ -50,7 +50,7 @@ pub struct EvalArgs {
     #[arg(long)]
     data: Option<String>,
     /// Split to score.
-    #[arg(long, default_value = "test", value_parser = parse_split)]
+    #[arg(long, default_value = "test")]
     split: Split,
     /// Tasks, comma-separated: co-smooth, forward, intra, inter, choice, whisker
     /// (default: the run's eval.tasks).
@@ -83,17 +83,6 @@ pub struct EvalArgs {
     /// Where to write the JSON report (default: eval-{split}.json beside the checkpoint).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn parse_split(s: &str) -> Result<Split, String> {
-    match s {
-        "train" => Ok(Split::Train),
-        "val" => Ok(Split::Val),
-        "test" => Ok(Split::Test),
-        other => Err(format!(
-            "unknown split `{other}`; expected train, val or test"
-        )),
-    }
 }
 
 /// The progress bar on a terminal; plain lines every `log_every` steps otherwise (Slurm

@@ -542,7 +542,10 @@ mod tests {
         let continued = parse(&["train.steps=99", "train.lr=1e-3", "eval.baseline=false"]);
         assert!(base.run_differences(&continued).is_empty());
         let other = parse(&["seed=7", "masking.scheme=temporal", "model.hidden=32"]);
-        assert_eq!(base.run_differences(&other), vec!["model", "seed", "masking"]);
+        assert_eq!(
+            base.run_differences(&other),
+            vec!["model", "seed", "masking"]
+        );
         assert_eq!(
             base.run_differences(&parse(&["data.root=elsewhere"])),
             vec!["data"]

@@ -283,19 +283,9 @@ fn serialize(
 pub fn prompt_order() -> Vec<&'static str> {
     let mut order = vec![""; Scheme::MTM.len() + 1];
     for s in Scheme::MTM.into_iter().chain([Scheme::Temporal]) {
-        order[s.prompt()] = scheme_name(s);
+        order[s.prompt()] = s.name();
     }
     order
-}
-
-fn scheme_name(s: Scheme) -> &'static str {
-    match s {
-        Scheme::Temporal => "temporal",
-        Scheme::Neuron => "neuron",
-        Scheme::Causal => "causal",
-        Scheme::InterRegion => "inter-region",
-        Scheme::IntraRegion => "intra-region",
-    }
 }
 
 /// The reference input of an export: two trials of session 0, seeded counts 0-3.
@@ -402,7 +392,7 @@ pub fn export(checkpoint_path: &Path, out: &Path, dtype: WeightType) -> Result<E
         masking: serde_json::json!({
             "trained_with": config.masking.scheme.name(),
             "prompted": config.masking.scheme.prompted(),
-            "schemes": ["temporal", "neuron", "causal", "inter-region", "intra-region"],
+            "schemes": Scheme::ALL.map(Scheme::name),
             "prompt_order": prompt_order(),
             "ratio": config.masking.ratio,
             "causal_ratio": config.masking.causal_ratio,

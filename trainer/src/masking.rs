@@ -29,6 +29,26 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Every scheme, the single-scheme trainings' order.
+    pub const ALL: [Scheme; 5] = [
+        Scheme::Temporal,
+        Scheme::Neuron,
+        Scheme::Causal,
+        Scheme::InterRegion,
+        Scheme::IntraRegion,
+    ];
+
+    /// The name in configs, reports and exports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Temporal => "temporal",
+            Scheme::Neuron => "neuron",
+            Scheme::Causal => "causal",
+            Scheme::InterRegion => "inter-region",
+            Scheme::IntraRegion => "intra-region",
+        }
+    }
+
     /// The schemes MtM mixes, in prompt-token order.
     pub const MTM: [Scheme; 4] = [
         Scheme::Neuron,
@@ -67,9 +87,13 @@ pub enum Masking {
 }
 
 impl Masking {
-    /// Every accepted name, for messages.
-    pub const NAMES: &'static str =
-        "temporal, neuron, causal, inter-region, intra-region, mtm, mtm-not-prompted";
+    /// Every masking: the single schemes, then the two mixtures.
+    pub fn all() -> impl Iterator<Item = Masking> {
+        Scheme::ALL
+            .into_iter()
+            .map(Masking::Single)
+            .chain([Masking::Mtm, Masking::MtmNotPrompted])
+    }
 
     /// The scheme of one batch, and the prompt token to prepend (if any).
     pub fn choose(self, rng: &mut ChaCha8Rng) -> (Scheme, Option<usize>) {
@@ -91,11 +115,7 @@ impl Masking {
     /// The config name.
     pub fn name(self) -> &'static str {
         match self {
-            Masking::Single(Scheme::Temporal) => "temporal",
-            Masking::Single(Scheme::Neuron) => "neuron",
-            Masking::Single(Scheme::Causal) => "causal",
-            Masking::Single(Scheme::InterRegion) => "inter-region",
-            Masking::Single(Scheme::IntraRegion) => "intra-region",
+            Masking::Single(scheme) => scheme.name(),
             Masking::Mtm => "mtm",
             Masking::MtmNotPrompted => "mtm-not-prompted",
         }
@@ -106,20 +126,12 @@ impl std::str::FromStr for Masking {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "temporal" => Masking::Single(Scheme::Temporal),
-            "neuron" => Masking::Single(Scheme::Neuron),
-            "causal" => Masking::Single(Scheme::Causal),
-            "inter-region" => Masking::Single(Scheme::InterRegion),
-            "intra-region" => Masking::Single(Scheme::IntraRegion),
-            "mtm" => Masking::Mtm,
-            "mtm-not-prompted" => Masking::MtmNotPrompted,
-            other => {
-                return Err(format!(
-                    "unknown masking `{other}`; expected one of {}",
-                    Self::NAMES
-                ));
-            }
+        Masking::all().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Masking::all().map(Masking::name).collect();
+            format!(
+                "unknown masking `{s}`; expected one of {}",
+                names.join(", ")
+            )
         })
     }
 }
