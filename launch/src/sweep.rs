@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -69,6 +71,9 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
         return slurm_array(&sweep, &cells, &path);
     }
     let exe = std::env::current_exe().context("locating the mtm binary")?;
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&STOP))?;
+    }
     let chosen: Vec<&Cell> = match args.cell {
         Some(i) => vec![cells.get(i).with_context(|| {
             format!("the sweep has {} cells; --cell {i} is not one", cells.len())
@@ -78,6 +83,13 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     let started = Instant::now();
     for (k, cell) in chosen.iter().enumerate() {
         let dir = sweep.cell_dir(cell);
+        if STOP.load(Ordering::Relaxed) {
+            eprintln!(
+                "stopped on a signal before cell {}; run the same command to continue",
+                cell.id
+            );
+            return Ok(ExitCode::from(crate::train::STOPPED_EXIT_CODE));
+        }
         if results::read_row(&dir)?.is_some() {
             eprintln!("cell {}/{} {}: done, skipped", k + 1, chosen.len(), cell.id);
             continue;
@@ -166,15 +178,36 @@ fn print_cells(sweep: &SweepConfig, cells: &[Cell]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `mtm` with `args`; `Ok(false)` when it stopped on a signal with a checkpoint.
+/// Set when the sweep receives SIGINT or SIGTERM.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Runs `mtm` with `args`; `Ok(false)` when it stopped on a signal with a checkpoint. A
+/// signal to the sweep is passed on to the child as SIGTERM, its graceful stop (a
+/// checkpoint, then exit 75), so that no child outlives the sweep; not as SIGINT, which a
+/// terminal's Ctrl-C has already sent it and a second one of which ends it at once.
 fn mtm(exe: &Path, args: &[&str]) -> Result<bool> {
-    let status = Command::new(exe)
+    let mut child = Command::new(exe)
         .args(args)
-        .status()
+        .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
+    let mut forwarded = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if !forwarded && STOP.load(Ordering::Relaxed) {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // The child may have ended in between: then there is nothing to stop.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            forwarded = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     match status.code() {
         Some(0) => Ok(true),
         Some(code) if code == i32::from(crate::train::STOPPED_EXIT_CODE) => Ok(false),
+        // A child without a graceful stop (fine-tuning is short and starts again).
+        _ if forwarded => Ok(false),
         _ => bail!("mtm {} failed ({status})", args.join(" ")),
     }
 }

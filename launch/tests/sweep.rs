@@ -239,3 +239,87 @@ fn launch_slurm_writes_a_script_and_the_allocation_is_checked() {
         "{err}"
     );
 }
+
+/// Every `metrics.jsonl` under `dir`.
+fn metrics_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "metrics.jsonl") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_signal_to_the_sweep_stops_its_running_cell_too() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = sweep(dir.path());
+    // Cells long enough to be caught mid-training.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("steps_base = 2", "steps_base = 100000")
+        .replace("max_steps = 10", "max_steps = 100000");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtm"))
+        .args(["sweep", "--config", path.to_str().unwrap()])
+        .env("MTM_LOG", "warn")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let metrics = loop {
+        let lines = metrics_files(&out)
+            .into_iter()
+            .find(|m| std::fs::read_to_string(m).is_ok_and(|t| t.lines().count() >= 3));
+        if let Some(m) = lines {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no cell started training"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SIGINT to the sweep alone (not its process group), as `kill -INT` would.
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "the sweep did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(75), "stopped with a checkpoint");
+    // The cell's training stopped with the sweep: its metrics no longer grow.
+    let length = std::fs::metadata(&metrics).unwrap().len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::metadata(&metrics).unwrap().len(),
+        length,
+        "a child outlived the sweep"
+    );
+    let run = metrics.parent().unwrap();
+    assert!(
+        run.join("checkpoints/latest").exists(),
+        "the stop left a checkpoint"
+    );
+}
