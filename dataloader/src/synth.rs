@@ -414,6 +414,41 @@ fn generate(
     )
 }
 
+/// [`write_dataset`] into a local folder that appears only when complete: the sessions are
+/// written into `{path}.partial` (a leftover from an interrupted run is cleared first),
+/// which is renamed to `path` at the end. An interrupted generation (Ctrl-C, a crash) so
+/// never leaves a folder that looks like a whole dataset. `path` must not exist.
+pub fn write_local_dataset(
+    path: &std::path::Path,
+    config: &SynthConfig,
+    options: WriteOptions,
+    progress: impl FnMut(usize, &SyntheticSession),
+) -> Result<Vec<String>> {
+    let io = |source: std::io::Error, what: &std::path::Path| DataError::Write {
+        url: what.display().to_string(),
+        reason: source.to_string(),
+    };
+    if path.exists() {
+        return Err(DataError::Config(format!(
+            "{} exists; choose a new folder",
+            path.display()
+        )));
+    }
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".partial");
+    let staging = std::path::PathBuf::from(staging);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| io(e, &staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| io(e, &staging))?;
+    let url = staging
+        .to_str()
+        .ok_or_else(|| DataError::Config(format!("{} is not valid UTF-8", staging.display())))?;
+    let eids = write_dataset(url, config, options, progress)?;
+    std::fs::rename(&staging, path).map_err(|e| io(e, path))?;
+    Ok(eids)
+}
+
 /// Generates and writes every session of `config` under `url`; `progress(i)` is called after
 /// session `i` is written. Returns the eids in generation order.
 pub fn write_dataset(

@@ -77,18 +77,28 @@ pub fn synth(args: SynthArgs) -> Result<ExitCode> {
     );
     let start = Instant::now();
     let mut trials = 0;
-    let eids = mtm_dataloader::synth::write_dataset(
-        &args.out,
-        &config,
-        WriteOptions {
-            rows_per_group: args.rows_per_group,
-        },
-        |_, session| {
-            trials += session.trials.iter().map(Vec::len).sum::<usize>();
-            bar.set_message(session.info.eid.clone());
-            bar.inc(1);
-        },
-    )
+    let options = WriteOptions {
+        rows_per_group: args.rows_per_group,
+    };
+    // A local folder appears only when complete; an object store URL is written in place.
+    let local = match args.out.split_once("://") {
+        None => Some(std::path::PathBuf::from(&args.out)),
+        Some(("file", rest)) => Some(std::path::PathBuf::from(rest)),
+        Some(_) => None,
+    }
+    .filter(|p| !p.exists());
+    let write =
+        |progress: &mut dyn FnMut(usize, &mtm_dataloader::synth::SyntheticSession)| match &local {
+            Some(path) => {
+                mtm_dataloader::synth::write_local_dataset(path, &config, options, progress)
+            }
+            None => mtm_dataloader::synth::write_dataset(&args.out, &config, options, progress),
+        };
+    let eids = write(&mut |_, session| {
+        trials += session.trials.iter().map(Vec::len).sum::<usize>();
+        bar.set_message(session.info.eid.clone());
+        bar.inc(1);
+    })
     .with_context(|| format!("generating synthetic sessions into {}", args.out))?;
     bar.finish_and_clear();
     println!(

@@ -266,3 +266,62 @@ fn ctrl_c_during_evaluation_stops_at_once_and_writes_no_report() {
     );
     assert!(!dir.path().join("eval.json").exists());
 }
+
+#[test]
+fn ctrl_c_during_synth_leaves_no_dataset_that_looks_whole() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtm"))
+        .args(["synth", "--out", out.to_str().unwrap(), "--sessions", "40"])
+        .args(["--units", "300..300", "--trials", "400..400"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = dir.path().join("data.partial");
+    let started = Instant::now();
+    // Wait for the first session folder inside the staging folder.
+    while std::fs::read_dir(&staging).map_or(true, |d| d.count() == 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "synth did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(
+        !status.success() && status.signal() == Some(2),
+        "{status:?}"
+    );
+    assert!(!out.exists(), "an interrupted synth left {}", out.display());
+
+    // A run that generates its data there starts over and trains on a whole dataset.
+    let config = config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &dir.path().join("data").display().to_string(),
+        out.to_str().unwrap(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mtm"))
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--set",
+            "train.steps=2",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("synthetic.json").is_file() && !staging.exists());
+}

@@ -1161,8 +1161,8 @@ pub fn prepare_data(config: &RunConfig) -> Result<bool> {
     if path.exists() {
         return Ok(false);
     }
-    mtm_dataloader::synth::write_dataset(
-        root,
+    mtm_dataloader::synth::write_local_dataset(
+        path,
         synth,
         mtm_dataloader::WriteOptions::default(),
         |_, _| {},
