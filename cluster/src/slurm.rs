@@ -146,13 +146,16 @@ impl SlurmAllocation {
 
 /// The `sbatch` script that starts `command` (the `mtm` invocation each rank runs) with the
 /// resources of `request`; `workdir` is where the job runs and `log_dir` where Slurm writes
-/// its output.
+/// its output. A non-empty `array` makes it a job array over those task ids (each task
+/// with the whole request; `$SLURM_ARRAY_TASK_ID` in `command` picks its work, and each
+/// task logs to its own file).
 pub fn sbatch_script(
     request: &SlurmRequest,
     job_name: &str,
     workdir: &str,
     log_dir: &str,
     command: &str,
+    array: &[usize],
 ) -> String {
     let mut s = String::from("#!/bin/bash\n");
     let mut directive = |line: String| {
@@ -161,6 +164,10 @@ pub fn sbatch_script(
         s.push('\n');
     };
     directive(format!("--job-name={job_name}"));
+    if !array.is_empty() {
+        let ids: Vec<String> = array.iter().map(usize::to_string).collect();
+        directive(format!("--array={}", ids.join(",")));
+    }
     directive(format!("--nodes={}", request.nodes));
     directive(format!("--ntasks-per-node={}", request.tasks_per_node));
     directive(format!("--cpus-per-task={}", request.cpus_per_task));
@@ -181,7 +188,13 @@ pub fn sbatch_script(
         directive("--requeue".into());
         directive("--open-mode=append".into());
     }
-    directive(format!("--output={log_dir}/%x-%j.out"));
+    // %A_%a: the array's job id and the task's index, one log per task.
+    let log = if array.is_empty() {
+        "%x-%j"
+    } else {
+        "%x-%A_%a"
+    };
+    directive(format!("--output={log_dir}/{log}.out"));
     for extra in &request.extra {
         directive(extra.clone());
     }
@@ -217,6 +230,17 @@ pub fn sbatch_script(
     s.push_str("trap 'echo \"SIGUSR1: asking the ranks to checkpoint\"; kill -USR1 $step' USR1\n");
     s.push_str("while ! wait $step; do\n  status=$?\n  # wait returns early (>128) when a trapped signal arrives; keep waiting.\n  kill -0 $step 2>/dev/null || exit $status\ndone\n");
     s
+}
+
+/// Why a job with `request`'s ranks would fail with this binary: several ranks need the
+/// `mpi` feature, which this build lacks. `None` when the job can run.
+pub fn unrunnable(request: &SlurmRequest) -> Option<String> {
+    let ranks = request.nodes * request.tasks_per_node;
+    (ranks > 1 && crate::mpi_library_version().is_none()).then(|| {
+        format!(
+            "the job starts {ranks} ranks of this mtm, which was built without MPI and would stop on every rank; rebuild it with `cargo build --release --features mpi` (or `--features cuda`)"
+        )
+    })
 }
 
 /// Set by the batch script when the job asks to be requeued after a stop (the `[slurm]`
@@ -326,6 +350,7 @@ mod tests {
                 "/home/me/mtm",
                 "/home/me/mtm/runs/s004/launch",
                 "/opt/mtm/bin/mtm train --config /home/me/mtm/runs/s004/launch/config.toml",
+                &[],
             );
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("snapshots")

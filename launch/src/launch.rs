@@ -66,12 +66,12 @@ fn slurm(args: SlurmArgs) -> Result<ExitCode> {
         ),
         _ => {}
     }
-    let tasks = request.nodes * request.tasks_per_node;
-    if tasks > 1 && mtm_cluster::mpi_library_version().is_none() {
-        bail!(
-            "{}: the job starts {tasks} ranks of this mtm, which was built without MPI and would stop on every rank; rebuild it with `cargo build --release --features mpi` (or `--features cuda`)",
-            args.config.display()
-        );
+    // Writing the script is harmless; submitting a job that cannot run is not.
+    if let Some(why) = mtm_cluster::slurm::unrunnable(request) {
+        if args.submit {
+            bail!("{}: {why}", args.config.display());
+        }
+        eprintln!("warning: {why}");
     }
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let out_dir = cwd.join(&config.out_dir);
@@ -98,6 +98,7 @@ fn slurm(args: SlurmArgs) -> Result<ExitCode> {
         &cwd.display().to_string(),
         &launch_dir.display().to_string(),
         &command,
+        &[],
     );
     if args.dry_run {
         print!("{script}");

@@ -335,16 +335,19 @@ fn gather(sweep: &SweepConfig, cells: &[Cell]) -> Result<Vec<Row>> {
 }
 
 fn slurm_array(sweep: &SweepConfig, cells: &[Cell], path: &Path) -> Result<ExitCode> {
-    let pending: Vec<String> = cells
+    let pending: Vec<usize> = cells
         .iter()
         .filter(|c| status(sweep, c).map(|s| s != "done").unwrap_or(true))
-        .map(|c| c.index.to_string())
+        .map(|c| c.index)
         .collect();
     if pending.is_empty() {
         eprintln!("every cell is done; nothing to submit");
         return Ok(ExitCode::SUCCESS);
     }
     let base = mtm_trainer::config::RunConfig::load(&sweep.base, &[])?;
+    if let Some(why) = mtm_cluster::slurm::unrunnable(&base.slurm) {
+        eprintln!("warning: {why}");
+    }
     let cwd = std::env::current_dir()?;
     let launch_dir = cwd.join(&sweep.out_dir).join("launch");
     let exe = std::env::current_exe()?;
@@ -365,13 +368,8 @@ fn slurm_array(sweep: &SweepConfig, cells: &[Cell], path: &Path) -> Result<ExitC
         &cwd.display().to_string(),
         &launch_dir.display().to_string(),
         &command,
-    )
-    .replacen(
-        "#SBATCH --nodes",
-        &format!("#SBATCH --array={}\n#SBATCH --nodes", pending.join(",")),
-        1,
-    )
-    .replace("%x-%j.out", "%x-%A_%a.out");
+        &pending,
+    );
     std::fs::create_dir_all(&launch_dir)?;
     let script_path = launch_dir.join(format!("{name}.sbatch"));
     std::fs::write(&script_path, &script)?;
