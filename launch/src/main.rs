@@ -87,6 +87,13 @@ enum Command {
     /// Measure throughput (not a test: numbers to read and report).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Redraw a run's training curves into RUN/plots/ (loss with validation and each unit's
+    /// mean time course, learning rate, gradient norm) from its metrics.jsonl; training
+    /// draws them itself at every validation.
+    Plot {
+        /// The run folder (holds metrics.jsonl).
+        run: std::path::PathBuf,
+    },
 }
 
 /// Training allocates and frees activation-sized buffers every step; glibc's malloc hands
@@ -126,6 +133,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
+        Command::Plot { run } => mtm_trainer::plots::training_curves(&run)
+            .map_err(anyhow::Error::msg)
+            .map(|written| {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
+            }),
         Command::Synth(args) => data::synth(args),
         Command::Data(command) => data::run(command),
         Command::Ingest(command) => ingest::run(command),

@@ -29,6 +29,8 @@ pub enum Mark {
     Line,
     /// A lighter line: references such as a baseline.
     Reference,
+    /// A faint thin line: noisy raw values under their smoothed line.
+    Faint,
 }
 
 /// One series: its legend label, points `(x, y)` and mark. Points whose coordinates are
@@ -440,6 +442,9 @@ where
                 .map_err(|e| e.to_string())?,
             Mark::Reference => ctx
                 .draw_series(LineSeries::new(points, colour.mix(0.8).stroke_width(2)))
+                .map_err(|e| e.to_string())?,
+            Mark::Faint => ctx
+                .draw_series(LineSeries::new(points, colour.mix(0.25).stroke_width(1)))
                 .map_err(|e| e.to_string())?,
         };
         if !s.label.is_empty() {

@@ -41,13 +41,33 @@ pub fn training_curves(run: &Path) -> Result<Vec<PathBuf>, String> {
         x_scale: Scale::Linear,
         series,
     };
-    let mut loss = vec![series("training (masked entries)", 0, Mark::Line, &|r| {
+    // Each step's loss depends on the scheme its batch drew: the raw values, light, and
+    // their running mean over the last ten logged steps, which shows the trend.
+    let raw = series("training, each logged step", 0, Mark::Faint, &|r| {
         Some(r.loss)
-    })];
+    });
+    let window = 10;
+    let smooth = Series {
+        label: format!("training, mean of the last {window} logged steps"),
+        points: (0..raw.points.len())
+            .map(|i| {
+                let from = i.saturating_sub(window - 1);
+                let part = &raw.points[from..=i];
+                (
+                    raw.points[i].0,
+                    part.iter().map(|p| p.1).sum::<f64>() / part.len() as f64,
+                )
+            })
+            .collect(),
+        mark: Mark::Line,
+        colour: 0,
+    };
+    let mut loss = vec![raw, smooth];
     if records.iter().any(|r| r.val_loss.is_some()) {
         loss.push(series("validation", 1, Mark::Line, &|r| r.val_loss));
-        loss.push(series("validation", 1, Mark::Points, &|r| r.val_loss));
-        loss[2].label.clear();
+        let mut dots = series("", 1, Mark::Points, &|r| r.val_loss);
+        dots.label.clear();
+        loss.push(dots);
     }
     if records.iter().any(|r| r.val_time_course.is_some()) {
         loss.push(series(
