@@ -272,6 +272,11 @@ fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
             assert!(path.is_file(), "{} missing", path.display());
         }
     }
+    // `mtm plot` redraws the curves from metrics.jsonl.
+    std::fs::remove_file(run.join("plots/loss.svg")).unwrap();
+    let o = mtm(&["plot", run.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("loss.svg") && run.join("plots/loss.svg").is_file());
     let rasters = std::fs::read_to_string(run.join(format!("plots/{eid}/rasters.svg"))).unwrap();
     for text in [
         "observed",
