@@ -123,12 +123,7 @@ pub fn bench_allreduce(
     #[cfg(not(feature = "mpi"))]
     {
         let _ = (floats, bucket_elems, repeats);
-        Err(connect(topology, Duration::from_secs(1), Fabric::Host)
-            .err()
-            .unwrap_or_else(|| CollectiveError::Init {
-                backend: "mpi",
-                message: "the all-reduce benchmark needs at least 2 ranks".into(),
-            }))
+        Err(not_built(topology, "MPI", "mpi"))
     }
     #[cfg(feature = "mpi")]
     {

@@ -17,6 +17,16 @@ use url::Url;
 
 use crate::error::{DataError, Result};
 
+/// The local folder a dataset URL names (a plain path or `file://`), or `None` for an
+/// object store.
+pub fn local_path(url: &str) -> Option<std::path::PathBuf> {
+    match url.split_once("://") {
+        None => Some(url.into()),
+        Some(("file", rest)) => Some(rest.into()),
+        Some(_) => None,
+    }
+}
+
 /// An object store plus the prefix inside it that a URL names.
 #[derive(Clone)]
 pub struct Location {
@@ -180,6 +190,13 @@ fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_paths_are_plain_paths_and_file_urls() {
+        assert_eq!(local_path("data/x"), Some("data/x".into()));
+        assert_eq!(local_path("file:///tmp/x"), Some("/tmp/x".into()));
+        assert_eq!(local_path("s3://bucket/x"), None);
+    }
 
     #[test]
     fn plain_path_becomes_file_url() {

@@ -81,12 +81,7 @@ pub fn synth(args: SynthArgs) -> Result<ExitCode> {
         rows_per_group: args.rows_per_group,
     };
     // A local folder appears only when complete; an object store URL is written in place.
-    let local = match args.out.split_once("://") {
-        None => Some(std::path::PathBuf::from(&args.out)),
-        Some(("file", rest)) => Some(std::path::PathBuf::from(rest)),
-        Some(_) => None,
-    }
-    .filter(|p| !p.exists());
+    let local = mtm_dataloader::store::local_path(&args.out).filter(|p| !p.exists());
     let write =
         |progress: &mut dyn FnMut(usize, &mtm_dataloader::synth::SyntheticSession)| match &local {
             Some(path) => {

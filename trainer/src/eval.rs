@@ -622,7 +622,6 @@ fn complete_trials(
     dim: usize,
     per_trial: usize,
 ) -> (Vec<f32>, Vec<f32>, usize) {
-    let trials = y.len() / per_trial.max(1);
     let keep: Vec<bool> = y
         .chunks(per_trial.max(1))
         .map(|v| v.iter().all(|x| x.is_finite()))
@@ -638,7 +637,6 @@ fn complete_trials(
             .collect()
     };
     let dropped = keep.iter().filter(|&&k| !k).count();
-    debug_assert_eq!(x.len(), trials * dim);
     (pick(&x, dim), pick(&y, per_trial.max(1)), dropped)
 }
 

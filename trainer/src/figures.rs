@@ -13,7 +13,7 @@ use mtm_plot::{Bars, Heatmap, Heatmaps};
 
 use crate::config::Task;
 use crate::error::{Result, TrainError};
-use crate::eval::{TaskResult, TaskScore};
+use crate::eval::{ActivityScore, Reference, TaskResult, TaskScore};
 
 /// Predictions of one task on a batch: log expected counts and which entries were scored,
 /// both `(trials, bins, units)`.
@@ -73,6 +73,9 @@ fn trial_average(
         })
         .collect()
 }
+
+/// Which reference an activity score carries (baseline or ceiling).
+type ReferenceOf = fn(&ActivityScore) -> Option<Reference>;
 
 /// Writes `dir/{eid}/rasters` (when both region tasks were evaluated) and
 /// `dir/{eid}/metrics`; returns the files written.
@@ -170,17 +173,18 @@ pub fn write_session(
     let mut bars = vec![series("model", &|t| {
         activity(t).and_then(|a| a.bps_per_unit_mean)
     })];
-    for (label, pick) in [
-        ("smoothing + GLM baseline", 0usize),
-        ("true rates (ceiling)", 1),
-    ] {
-        let reference = |t: Task| {
+    let references: [(&str, ReferenceOf); 2] = [
+        ("smoothing + GLM baseline", |a| a.baseline),
+        ("true rates (ceiling)", |a| a.ceiling),
+    ];
+    for (label, reference) in references {
+        let value = |t: Task| {
             activity(t)
-                .and_then(|a| if pick == 0 { a.baseline } else { a.ceiling })
+                .and_then(reference)
                 .and_then(|r| r.bps_per_unit_mean)
         };
-        if tasks.iter().any(|&t| reference(t).is_some()) {
-            bars.push(series(label, &reference));
+        if tasks.iter().any(|&t| value(t).is_some()) {
+            bars.push(series(label, &value));
         }
     }
     let chart = Bars {

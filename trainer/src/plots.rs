@@ -65,9 +65,7 @@ pub fn training_curves(run: &Path) -> Result<Vec<PathBuf>, String> {
     let mut loss = vec![raw, smooth];
     if records.iter().any(|r| r.val_loss.is_some()) {
         loss.push(series("validation", 1, Mark::Line, &|r| r.val_loss));
-        let mut dots = series("", 1, Mark::Points, &|r| r.val_loss);
-        dots.label.clear();
-        loss.push(dots);
+        loss.push(series("", 1, Mark::Points, &|r| r.val_loss));
     }
     if records.iter().any(|r| r.val_time_course.is_some()) {
         loss.push(series(

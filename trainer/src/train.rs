@@ -1153,16 +1153,14 @@ pub fn prepare_data(config: &RunConfig) -> Result<bool> {
         return Ok(false);
     };
     let root = &config.data.root;
-    let path = match root.split_once("://") {
-        Some(("file", rest)) => Path::new(rest),
-        Some(_) => return Ok(false),
-        None => Path::new(root.as_str()),
+    let Some(path) = mtm_dataloader::store::local_path(root) else {
+        return Ok(false);
     };
     if path.exists() {
         return Ok(false);
     }
     mtm_dataloader::synth::write_local_dataset(
-        path,
+        &path,
         synth,
         mtm_dataloader::WriteOptions::default(),
         |_, _| {},
