@@ -18,6 +18,7 @@ pub mod sampler;
 pub mod schema;
 pub mod session;
 pub mod store;
+pub mod streams;
 pub mod synth;
 pub mod writer;
 

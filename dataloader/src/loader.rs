@@ -1,5 +1,7 @@
 //! The prefetch pipeline: worker threads read and decode the batches the sampler plans,
-//! ahead of the consumer, and hand them over in plan order.
+//! ahead of the consumer, and hand them over in plan order. Training reads an endless
+//! stream of epochs ([`Loader::new`]); validation reads a fixed plan once
+//! ([`Loader::fixed`], see [`Sampler::sequential_plan`]).
 //!
 //! Jobs go to a bounded queue of `depth` batches; `threads` workers take them, fetch row
 //! groups (through the dataset's cache) and decode; results are reordered by sequence
@@ -40,27 +42,59 @@ struct Job {
     plan: BatchPlan,
 }
 
-/// An endless, restorable stream of batches for one rank.
+/// Where the plans come from.
+enum Plans {
+    /// The sampler's epochs, endlessly.
+    Epochs {
+        sampler: Sampler,
+        /// The next batch the consumer receives.
+        state: SamplerState,
+        /// The next batch to submit, and the plan of its epoch.
+        submit_state: SamplerState,
+        submit_plan: (u64, Vec<BatchPlan>),
+    },
+    /// A fixed list, once.
+    Fixed(std::vec::IntoIter<BatchPlan>),
+}
+
+impl Plans {
+    fn next_plan(&mut self) -> Option<BatchPlan> {
+        match self {
+            Plans::Epochs {
+                sampler,
+                submit_state,
+                submit_plan,
+                ..
+            } => {
+                if submit_plan.0 != submit_state.epoch {
+                    *submit_plan = (submit_state.epoch, sampler.rank_plan(submit_state.epoch));
+                }
+                let plan = submit_plan.1[submit_state.position].clone();
+                *submit_state = sampler.advance(*submit_state);
+                Some(plan)
+            }
+            Plans::Fixed(plans) => plans.next(),
+        }
+    }
+}
+
+/// A stream of batches for one rank: endless and restorable over the sampler's epochs, or
+/// one pass over a fixed plan.
 pub struct Loader {
     dataset: Arc<Dataset>,
-    sampler: Sampler,
+    plans: Plans,
     split: Split,
-    /// The next batch the consumer receives.
-    state: SamplerState,
-    /// The next batch to submit, and its plan.
-    submit_state: SamplerState,
-    submit_plan: (u64, Vec<BatchPlan>),
     next_submit: u64,
     next_deliver: u64,
     depth: usize,
     jobs: Option<SyncSender<Job>>,
-    results: Receiver<(u64, Result<Batch>)>,
-    ready: BTreeMap<u64, Result<Batch>>,
+    results: Receiver<(u64, BatchPlan, Result<Batch>)>,
+    ready: BTreeMap<u64, (BatchPlan, Result<Batch>)>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Loader {
-    /// A loader over `split` of `dataset`, starting at `state`.
+    /// An endless loader over `split` of `dataset`, following `sampler` from `state`.
     pub fn new(
         dataset: Arc<Dataset>,
         split: Split,
@@ -75,6 +109,32 @@ impl Loader {
                 sampler.steps_per_epoch()
             )));
         }
+        let submit_plan = (state.epoch, sampler.rank_plan(state.epoch));
+        let plans = Plans::Epochs {
+            sampler,
+            state,
+            submit_state: state,
+            submit_plan,
+        };
+        Self::start(dataset, split, plans, prefetch)
+    }
+
+    /// A loader that reads the batches of `plans` over `split` of `dataset` once, in order.
+    pub fn fixed(
+        dataset: Arc<Dataset>,
+        split: Split,
+        plans: Vec<BatchPlan>,
+        prefetch: PrefetchConfig,
+    ) -> Result<Self> {
+        Self::start(dataset, split, Plans::Fixed(plans.into_iter()), prefetch)
+    }
+
+    fn start(
+        dataset: Arc<Dataset>,
+        split: Split,
+        plans: Plans,
+        prefetch: PrefetchConfig,
+    ) -> Result<Self> {
         let threads = prefetch.threads.max(1);
         let depth = prefetch.depth.max(1);
         let (job_tx, job_rx) = sync_channel::<Job>(depth);
@@ -91,14 +151,10 @@ impl Loader {
                     .map_err(|e| DataError::Config(format!("cannot start a prefetch thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let submit_plan = (state.epoch, sampler.rank_plan(state.epoch));
         let mut loader = Self {
             dataset,
-            sampler,
+            plans,
             split,
-            state,
-            submit_state: state,
-            submit_plan,
             next_submit: 0,
             next_deliver: 0,
             depth,
@@ -111,14 +167,21 @@ impl Loader {
         Ok(loader)
     }
 
-    /// Where the stream stands: save it, and a loader built with it continues exactly here.
+    /// Where the stream stands: save it, and a loader built with it continues exactly here
+    /// (the default state for a fixed plan).
     pub fn state(&self) -> SamplerState {
-        self.state
+        match &self.plans {
+            Plans::Epochs { state, .. } => *state,
+            Plans::Fixed(_) => SamplerState::default(),
+        }
     }
 
-    /// The sampler this loader follows.
-    pub fn sampler(&self) -> &Sampler {
-        &self.sampler
+    /// The sampler this loader follows (`None` for a fixed plan).
+    pub fn sampler(&self) -> Option<&Sampler> {
+        match &self.plans {
+            Plans::Epochs { sampler, .. } => Some(sampler),
+            Plans::Fixed(_) => None,
+        }
     }
 
     /// The dataset this loader reads.
@@ -134,13 +197,9 @@ impl Loader {
     fn fill(&mut self) {
         let Some(jobs) = &self.jobs else { return };
         while self.next_submit < self.next_deliver + self.depth as u64 {
-            if self.submit_plan.0 != self.submit_state.epoch {
-                self.submit_plan = (
-                    self.submit_state.epoch,
-                    self.sampler.rank_plan(self.submit_state.epoch),
-                );
-            }
-            let plan = self.submit_plan.1[self.submit_state.position].clone();
+            let Some(plan) = self.plans.next_plan() else {
+                break; // A fixed plan is all submitted.
+            };
             let job = Job {
                 seq: self.next_submit,
                 plan,
@@ -149,7 +208,6 @@ impl Loader {
                 break; // Workers are gone; the error surfaces in next_batch.
             }
             self.next_submit += 1;
-            self.submit_state = self.sampler.advance(self.submit_state);
         }
     }
 
@@ -158,33 +216,47 @@ impl Loader {
         self.dataset.recycle(batch);
     }
 
-    /// The next batch in the sampler's order.
-    pub fn next_batch(&mut self) -> Result<Batch> {
+    /// The next batch in the plan's order, with its plan; `None` once a fixed plan is read.
+    pub fn next_planned(&mut self) -> Option<Result<(BatchPlan, Batch)>> {
         let seq = self.next_deliver;
-        let result = loop {
-            if let Some(result) = self.ready.remove(&seq) {
-                break result;
+        if seq == self.next_submit {
+            return None;
+        }
+        let (plan, result) = loop {
+            if let Some(ready) = self.ready.remove(&seq) {
+                break ready;
             }
             match self.results.recv() {
-                Ok((s, result)) => {
-                    self.ready.insert(s, result);
+                Ok((s, plan, result)) => {
+                    self.ready.insert(s, (plan, result));
                 }
                 Err(_) => {
-                    return Err(DataError::Config("the prefetch workers stopped".into()));
+                    return Some(Err(DataError::Config(
+                        "the prefetch workers stopped".into(),
+                    )));
                 }
             }
         };
         self.next_deliver += 1;
-        self.state = self.sampler.advance(self.state);
+        if let Plans::Epochs { sampler, state, .. } = &mut self.plans {
+            *state = sampler.advance(*state);
+        }
         self.fill();
-        result
+        Some(result.map(|batch| (plan, batch)))
+    }
+
+    /// The next batch in the plan's order (an error once a fixed plan is read).
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        self.next_planned()
+            .unwrap_or_else(|| Err(DataError::Config("the loader's plan is read".into())))
+            .map(|(_, batch)| batch)
     }
 }
 
 impl Iterator for Loader {
     type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
-        Some(self.next_batch())
+        self.next_planned().map(|r| r.map(|(_, batch)| batch))
     }
 }
 
@@ -203,7 +275,7 @@ fn worker(
     dataset: &Dataset,
     split: Split,
     jobs: &Mutex<Receiver<Job>>,
-    results: &SyncSender<(u64, Result<Batch>)>,
+    results: &SyncSender<(u64, BatchPlan, Result<Batch>)>,
 ) {
     loop {
         let job = {
@@ -212,7 +284,7 @@ fn worker(
         };
         let Ok(job) = job else { return };
         let batch = dataset.read_batch(job.plan.session, split, &job.plan.trials);
-        if results.send((job.seq, batch)).is_err() {
+        if results.send((job.seq, job.plan, batch)).is_err() {
             return;
         }
     }

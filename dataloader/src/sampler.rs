@@ -13,20 +13,25 @@
 //! The sampler's state is (epoch, position within this rank's epoch): saving and
 //! restoring it continues with exactly the batch that would have come next.
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::streams;
 
-/// One batch: trials of one session, as row indices within the split.
+/// One batch: trials of one session, as row indices within the split, and the batch's
+/// place in its epoch's plan, which keys its random streams (see [`crate::streams`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchPlan {
     /// Index of the session in the dataset.
     pub session: usize,
     /// Row indices within the session's split.
     pub trials: Vec<u32>,
+    /// The epoch of the plan (0 for a fixed plan such as validation's).
+    pub epoch: u64,
+    /// The batch's index in the plan of every rank together, before sharding: the same
+    /// whichever rank of however many trains it.
+    pub index: u64,
 }
 
 /// Where a sampler stands: the next batch it hands out.
@@ -38,6 +43,32 @@ pub struct SamplerState {
     pub position: usize,
 }
 
+/// A state carried from one world size to another (see [`SamplerState::reshard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resharded {
+    /// Where each rank of the new world continues.
+    pub state: SamplerState,
+    /// Batches of the epoch that are trained a second time, because the batches the old
+    /// world consumed do not divide among the new ranks.
+    pub repeated: usize,
+}
+
+impl SamplerState {
+    /// The state of a rank in a world of `to_world` ranks continuing a run saved by
+    /// `from_world` ranks at `self`: the batches of the epoch every old rank together
+    /// consumed, shared out anew (rounded down, so that none is skipped).
+    pub fn reshard(self, from_world: usize, to_world: usize) -> Resharded {
+        let consumed = self.position * from_world;
+        Resharded {
+            state: SamplerState {
+                epoch: self.epoch,
+                position: consumed / to_world,
+            },
+            repeated: consumed % to_world,
+        }
+    }
+}
+
 /// Shuffles and shards batches over ranks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sampler {
@@ -46,18 +77,6 @@ pub struct Sampler {
     seed: u64,
     rank: usize,
     world_size: usize,
-}
-
-/// A stream of random numbers that is a pure function of its key.
-pub fn stream(seed: u64, key: &[u64]) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    // Each key word selects a ChaCha stream and word position deterministically; mixing
-    // through the generator keeps distinct keys far apart.
-    for &k in key {
-        let mixed = rand::Rng::random::<u64>(&mut rng) ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        rng = ChaCha8Rng::seed_from_u64(mixed);
-    }
-    rng
 }
 
 impl Sampler {
@@ -112,13 +131,18 @@ impl Sampler {
         let mut batches = Vec::with_capacity(self.global_batches());
         for (session, &n) in self.trial_counts.iter().enumerate() {
             let mut trials: Vec<u32> = (0..n as u32).collect();
-            trials.shuffle(&mut stream(self.seed, &[epoch, session as u64, 1]));
+            trials.shuffle(&mut streams::trial_shuffle(self.seed, epoch, session));
             batches.extend(trials.chunks_exact(self.batch_size).map(|c| BatchPlan {
                 session,
                 trials: c.to_vec(),
+                epoch,
+                index: 0,
             }));
         }
-        batches.shuffle(&mut stream(self.seed, &[epoch, u64::MAX, 2]));
+        batches.shuffle(&mut streams::batch_shuffle(self.seed, epoch));
+        for (index, batch) in batches.iter_mut().enumerate() {
+            batch.index = index as u64;
+        }
         batches
     }
 
@@ -130,6 +154,39 @@ impl Sampler {
             .skip(self.rank)
             .step_by(self.world_size)
             .take(steps)
+            .collect()
+    }
+
+    /// The batches of `rank` of `world` in a fixed plan that reads every trial once, in
+    /// order: each session's trials cut into batches of `batch_size` (the last one of a
+    /// session may be smaller), batch `i` to rank `i mod world`, at most `max_batches`
+    /// batches in all (`None`: every batch). Validation reads its split this way.
+    pub fn sequential_plan(
+        trial_counts: &[usize],
+        batch_size: usize,
+        max_batches: Option<usize>,
+        rank: usize,
+        world: usize,
+    ) -> Vec<BatchPlan> {
+        let trials = |n: usize| (0..n as u32).collect::<Vec<u32>>();
+        trial_counts
+            .iter()
+            .enumerate()
+            .flat_map(|(session, &n)| {
+                trials(n)
+                    .chunks(batch_size.max(1))
+                    .map(|c| (session, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .take(max_batches.unwrap_or(usize::MAX))
+            .enumerate()
+            .filter(|(index, _)| index % world.max(1) == rank)
+            .map(|(index, (session, trials))| BatchPlan {
+                session,
+                trials,
+                epoch: 0,
+                index: index as u64,
+            })
             .collect()
     }
 
@@ -219,6 +276,62 @@ mod tests {
     }
 
     #[test]
+    fn plans_number_their_batches_before_sharding() {
+        let world = 3;
+        let all = Sampler::new(vec![100, 80], 8, 3, 0, 1)
+            .unwrap()
+            .epoch_plan(2);
+        for rank in 0..world {
+            let s = Sampler::new(vec![100, 80], 8, 3, rank, world).unwrap();
+            for (p, batch) in s.rank_plan(2).iter().enumerate() {
+                assert_eq!(batch.epoch, 2);
+                assert_eq!(batch.index as usize, p * world + rank);
+                assert_eq!(batch, &all[batch.index as usize]);
+            }
+        }
+    }
+
+    #[test]
+    fn resharding_keeps_every_consumed_batch_consumed() {
+        let saved = SamplerState {
+            epoch: 4,
+            position: 5,
+        };
+        let same = saved.reshard(2, 2);
+        assert_eq!((same.state, same.repeated), (saved, 0));
+        // 10 batches consumed by 2 ranks: 3 each for 3 ranks, batch 9 trained again.
+        let three = saved.reshard(2, 3);
+        assert_eq!(
+            three.state,
+            SamplerState {
+                epoch: 4,
+                position: 3
+            }
+        );
+        assert_eq!(three.repeated, 1);
+        assert_eq!(saved.reshard(2, 1).state.position, 10);
+    }
+
+    #[test]
+    fn a_sequential_plan_reads_every_trial_once_across_ranks() {
+        let counts = [10, 0, 7];
+        let mut seen = Vec::new();
+        for rank in 0..2 {
+            for batch in Sampler::sequential_plan(&counts, 4, None, rank, 2) {
+                assert_eq!(batch.index as usize % 2, rank);
+                seen.extend(batch.trials.iter().map(|&t| (batch.session, t)));
+            }
+        }
+        seen.sort();
+        let want: Vec<(usize, u32)> = (0..10)
+            .map(|t| (0, t))
+            .chain((0..7).map(|t| (2, t)))
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(Sampler::sequential_plan(&counts, 4, Some(2), 0, 1).len(), 2);
+    }
+
+    #[test]
     fn epochs_shuffle_differently() {
         let s = Sampler::new(vec![100, 80], 8, 3, 0, 1).unwrap();
         assert_ne!(s.epoch_plan(0), s.epoch_plan(1));
@@ -234,15 +347,5 @@ mod tests {
                 .contains("cannot give each of 4 ranks a step"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn independent_streams_differ() {
-        use rand::Rng;
-        let a: u64 = stream(1, &[0, 1]).random();
-        let b: u64 = stream(1, &[1, 0]).random();
-        let c: u64 = stream(1, &[0, 1]).random();
-        assert_ne!(a, b);
-        assert_eq!(a, c);
     }
 }

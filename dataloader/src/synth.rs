@@ -21,9 +21,9 @@ use rand_distr::{Distribution, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::sampler::stream;
 use crate::session::assign_splits;
 use crate::store::Location;
+use crate::streams::stream;
 use crate::writer::{SessionInfo, TrialRecord, WriteOptions, write_session};
 
 /// Real Allen CCF acronyms found in IBL repeated-site and Brain Wide Map recordings.

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mtm_dataloader::Location;
-use mtm_dataloader::sampler::stream;
+use mtm_dataloader::streams::stream;
 use mtm_dataloader::writer::{SessionInfo, TrialRecord, WriteOptions, write_session};
 use serde::Serialize;
 

@@ -389,10 +389,12 @@ fn eval(
     rows_per_pass: usize,
 ) -> Result<ExitCode> {
     use mtm_trainer::config::Task;
-    use mtm_trainer::eval::{EvalOptions, TaskScore, evaluate};
+    use mtm_trainer::eval::{EvalOptions, evaluate};
+    use mtm_trainer::report::TaskScore;
 
     let device = burn::prelude::Device::flex();
-    let (_, config, model) = mtm_trainer::checkpoint::load_for_inference(checkpoint, &device)?;
+    let artifact = mtm_trainer::artifact::Artifact::open(checkpoint)?;
+    let (model, config) = (artifact.model(&device)?, artifact.config);
     let dataset = Dataset::open(&data.unwrap_or_else(|| config.data.root.clone()))?;
     let mut base = EvalOptions::from_config(&config);
     base.tasks = vec![Task::CoSmooth];

@@ -8,10 +8,14 @@ use burn::module::Module;
 use clap::Args;
 use mtm_dataloader::Dataset;
 use mtm_trainer::config::RunConfig;
-use mtm_trainer::eval::{self, EvalOptions};
-use mtm_trainer::export::{self, WeightType};
+use mtm_trainer::data::prepare_data;
+use mtm_trainer::eval::EvalOptions;
+use mtm_trainer::export;
 use mtm_trainer::finetune::{FinetuneReport, LoadReport, Pretrained, SessionLoad};
-use mtm_trainer::train::{self, Placement, Trainer};
+use mtm_trainer::placement::Placement;
+use mtm_trainer::report;
+use mtm_trainer::train::Trainer;
+use mtm_trainer::weights::WeightType;
 
 use crate::train::{Bar, run_eval};
 
@@ -66,7 +70,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
             config.out_dir.display()
         );
     }
-    if train::prepare_data(&config)? {
+    if prepare_data(&config)? {
         eprintln!("generated the synthetic dataset at {}", config.data.root);
     }
     let dataset = Dataset::open(&config.data.root)?;
@@ -159,7 +163,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         } else {
             eprintln!("session {}/{} {eid}: from scratch", i + 1, held_out.len());
         }
-        let mut observer = Bar::new(trainer.total_steps, config.train.log_every);
+        let mut observer = Bar::new(trainer.plan().total_steps, config.train.log_every);
         trainer.run(&mut observer)?;
         observer.bar.finish_and_clear();
         let model = trainer.model().valid();
@@ -168,7 +172,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         let report = run_eval(&model, &dataset, &options)?;
         rows.extend(report.sessions);
     }
-    let report = eval::summarize(
+    let report = report::summarize(
         "test",
         config.masking.scheme.name(),
         &config.eval.tasks,
@@ -182,7 +186,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         },
         report.masking
     );
-    println!("{}", eval::table(&report));
+    println!("{}", report::table(&report));
     let written = FinetuneReport {
         source: pretrained.as_ref().map(|p| p.dir.display().to_string()),
         freeze_backbone: config.finetune.freeze_backbone,

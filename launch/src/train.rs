@@ -13,10 +13,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mtm_cluster::slurm::SlurmAllocation;
 use mtm_cluster::{Fabric, Topology};
 use mtm_dataloader::{Dataset, Split};
+use mtm_trainer::artifact::Artifact;
 use mtm_trainer::checkpoint;
 use mtm_trainer::config::{DeviceKind, RunConfig, Task};
-use mtm_trainer::eval::{self, EvalOptions, Report};
-use mtm_trainer::train::{self, Observer, Placement, RunEnd, StepRecord, Trainer};
+use mtm_trainer::data::prepare_data;
+use mtm_trainer::eval::{self, EvalOptions};
+use mtm_trainer::metrics_log::StepRecord;
+use mtm_trainer::placement::Placement;
+use mtm_trainer::report::{self, Report};
+use mtm_trainer::train::{self, Observer, RunEnd, Trainer};
 
 /// Arguments of `mtm train`.
 #[derive(Args, Debug)]
@@ -266,7 +271,7 @@ fn after_stop(step: u64, lead: bool) -> ExitCode {
 /// The launcher's topology and the collective `mtm_cluster` opens for it.
 fn placement(config: &RunConfig) -> Result<(Placement, Topology)> {
     let topology = Topology::from_env()?;
-    let timeout = std::time::Duration::from_secs_f64(config.distributed.timeout_s);
+    let timeout = config.distributed.timeout();
     let fabric = match config.distributed.device {
         DeviceKind::Cpu => Fabric::Host,
         DeviceKind::Cuda => Fabric::Gpu,
@@ -303,7 +308,7 @@ fn train_as(
     let lead = topology.rank == 0;
     // Rank 0 generates a missing synthetic dataset while the others wait for it.
     let generated = if lead {
-        train::prepare_data(&config)
+        prepare_data(&config)
     } else {
         Ok(false)
     };
@@ -334,8 +339,8 @@ fn train_as(
         if sessions == 1 { "" } else { "s" },
         config.data.root,
         config.masking.scheme.name(),
-        trainer.total_steps,
-        topology.world_size * config.data.batch_size * config.train.accumulate,
+        trainer.plan().total_steps,
+        trainer.plan().trials_per_step,
         topology.world_size,
         config.data.batch_size,
         config.train.accumulate,
@@ -344,7 +349,7 @@ fn train_as(
             .map(|d| format!(", resuming at step {} from {}", trainer.step, d.display()))
             .unwrap_or_default(),
     );
-    let mut observer = Bar::new(trainer.total_steps, config.train.log_every);
+    let mut observer = Bar::new(trainer.plan().total_steps, config.train.log_every);
     if let RunEnd::Stopped { step } = trainer.run(&mut observer)? {
         observer.bar.abandon();
         return Ok(after_stop(step, true));
@@ -405,7 +410,7 @@ pub(crate) fn write_report(report: &Report, path: &Path) -> Result<()> {
         "{} split, {} masking: bits per spike (per-unit mean), choice accuracy and whisker R² (chance)\n{}",
         report.split,
         report.masking,
-        eval::table(report)
+        report::table(report)
     );
     let json = serde_json::to_string_pretty(report).expect("reports serialise");
     std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -416,7 +421,9 @@ pub(crate) fn write_report(report: &Report, path: &Path) -> Result<()> {
 /// `mtm eval`.
 pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     let device = burn::prelude::Device::flex();
-    let (dir, config, model) = checkpoint::load_for_inference(&args.checkpoint, &device)?;
+    let artifact = Artifact::open(&args.checkpoint)?;
+    let model = artifact.model(&device)?;
+    let Artifact { dir, config, .. } = artifact;
     let root = args
         .data
         .clone()

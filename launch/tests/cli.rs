@@ -199,38 +199,9 @@ fn an_unreachable_store_fails_fast_with_the_url() {
 
 /// A tiny run: one small synthetic session, a small model, a few steps.
 fn tiny_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("tiny.toml");
-    let text = format!(
-        r#"
-out_dir = "{run}"
-[data]
-root = "{data}"
-batch_size = 8
-[data.synthesize]
-sessions = 1
-seed = 2
-units = [24, 24]
-trials = [120, 120]
-regions = [3, 3]
-[model]
-stitch_dim = 16
-hidden = 16
-layers = 1
-heads = 2
-mlp = 32
-[train]
-steps = 4
-lr = 1e-3
-log_every = 1
-checkpoint_every = 2
-[eval]
-rows_per_pass = 64
-"#,
-        run = dir.join("run").display(),
-        data = dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    mtm_tests::TestRun::new(dir)
+        .with(|c| c.train.checkpoint_every = 2)
+        .write(&dir.join("tiny.toml"))
 }
 
 #[test]
@@ -287,7 +258,7 @@ fn train_then_eval_and_an_outside_scorer_agrees_with_the_report() {
         assert!(rasters.contains(text), "rasters.svg lacks {text:?}");
     }
     // The report reads back as the typed report the sweep and the model card use.
-    let report: mtm_trainer::eval::Report =
+    let report: mtm_trainer::report::Report =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval-test.json")).unwrap())
             .unwrap();
     assert_eq!(report.sessions.len(), 1);

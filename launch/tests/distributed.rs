@@ -64,46 +64,22 @@ fn single(args: &[&str], log: &str) -> Output {
 /// Two small synthetic sessions of different widths (so ranks hold batches of different
 /// sessions, with different stitchers), a small model with dropout, a few steps.
 fn config(dir: &Path, steps: u64) -> PathBuf {
-    let path = dir.join("ddp.toml");
-    let text = format!(
-        r#"
-out_dir = "{run}"
-seed = 5
-[data]
-root = "{data}"
-batch_size = 8
-[data.synthesize]
-sessions = 2
-seed = 4
-units = [20, 34]
-trials = [120, 140]
-regions = [3, 4]
-[model]
-stitch_dim = 16
-hidden = 16
-layers = 1
-heads = 2
-mlp = 32
-dropout = 0.2
-[train]
-steps = {steps}
-lr = 2e-3
-clip_grad_norm = 1.0
-log_every = 1
-checkpoint_every = 3
-keep_checkpoints = 0
-validate_every = 3
-[eval]
-after_training = false
-[distributed]
-timeout_s = 60
-breakdown_every = 3
-"#,
-        run = dir.join("run").display(),
-        data = dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    mtm_tests::TestRun::new(dir)
+        .sessions(2, 4, (20, 34), (120, 140), (3, 4))
+        .with(|c| {
+            c.seed = 5;
+            c.model.dropout = 0.2;
+            c.train.steps = steps;
+            c.train.lr = 2e-3;
+            c.train.clip_grad_norm = 1.0;
+            c.train.checkpoint_every = 3;
+            c.train.keep_checkpoints = 0;
+            c.train.validate_every = 3;
+            c.eval.after_training = false;
+            c.distributed.timeout_s = 60.0;
+            c.distributed.breakdown_every = 3;
+        })
+        .write(&dir.join("ddp.toml"))
 }
 
 /// Every tensor of a safetensors file as f32 values.

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mtm_trainer::model::Positions;
+
 fn mtm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mtm"))
         .args(args)
@@ -30,46 +32,23 @@ fn failure(args: &[&str]) -> String {
 }
 
 /// Three small synthetic sessions; a tiny model trained a few steps on the first two.
-fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("run.toml");
-    let text = format!(
-        r#"
-out_dir = "{run}"
-seed = 1
-[data]
-root = "{data}"
-batch_size = 8
-[data.synthesize]
-sessions = 3
-seed = 8
-units = [18, 26]
-trials = [100, 120]
-regions = [2, 3]
-[model]
-stitch_dim = 16
-hidden = 16
-layers = 2
-heads = 2
-mlp = 32
-{extra}
-[train]
-steps = 4
-lr = 2e-3
-log_every = 1
-[eval]
-after_training = false
-rows_per_pass = 64
-heldout_group = 8
-"#,
-        run = dir.join("pretrain").display(),
-        data = dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+fn config(dir: &Path, positions: Positions) -> PathBuf {
+    mtm_tests::TestRun::new(dir)
+        .sessions(3, 8, (18, 26), (100, 120), (2, 3))
+        .model(16, 2)
+        .with(|c| {
+            c.out_dir = dir.join("pretrain");
+            c.seed = 1;
+            c.model.positions = positions;
+            c.train.lr = 2e-3;
+            c.eval.after_training = false;
+            c.eval.heldout_group = 8;
+        })
+        .write(&dir.join("run.toml"))
 }
 
-fn pretrain(dir: &Path, extra: &str) -> (String, Vec<String>) {
-    let config = config(dir, extra);
+fn pretrain(dir: &Path, positions: Positions) -> (String, Vec<String>) {
+    let config = config(dir, positions);
     let config = config.to_str().unwrap().to_string();
     // Generate the data first to learn the eids, then train on the first two sessions.
     ok(&[
@@ -93,9 +72,9 @@ fn pretrain(dir: &Path, extra: &str) -> (String, Vec<String>) {
     (config, eids)
 }
 
-fn export_round_trip(positions: &str) {
+fn export_round_trip(positions: Positions) {
     let dir = tempfile::tempdir().unwrap();
-    let (_, _) = pretrain(dir.path(), &format!("positions = \"{positions}\""));
+    let (_, _) = pretrain(dir.path(), positions);
     let run = dir.path().join("pretrain");
     let export = dir.path().join("export");
     // A report beside the checkpoint goes into the model card.
@@ -218,18 +197,18 @@ fn export_round_trip(positions: &str) {
 
 #[test]
 fn an_export_runs_in_numpy_and_reads_back_identically() {
-    export_round_trip("learned");
+    export_round_trip(Positions::Learned);
 }
 
 #[test]
 fn a_rotary_export_runs_in_numpy() {
-    export_round_trip("rotary");
+    export_round_trip(Positions::Rotary);
 }
 
 #[test]
 fn finetuning_starts_held_out_sessions_from_the_pretrained_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, eids) = pretrain(dir.path(), "");
+    let (config, eids) = pretrain(dir.path(), Positions::Learned);
     let pretrained = dir.path().join("pretrain");
     let out = dir.path().join("finetune");
     let set_out = format!("out_dir={}", out.display());
@@ -326,7 +305,7 @@ fn finetuning_starts_held_out_sessions_from_the_pretrained_weights() {
 #[test]
 fn bad_finetuning_inputs_are_explained_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, eids) = pretrain(dir.path(), "");
+    let (config, eids) = pretrain(dir.path(), Positions::Learned);
     let pretrained = dir.path().join("pretrain");
     let out = dir.path().join("finetune");
     let base = |extra: &[&str]| -> Vec<String> {

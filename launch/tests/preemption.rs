@@ -8,41 +8,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn config(dir: &Path) -> PathBuf {
-    let path = dir.join("run.toml");
-    let text = format!(
-        r#"
-out_dir = "{run}"
-seed = 3
-[data]
-root = "{data}"
-batch_size = 8
-[data.synthesize]
-sessions = 2
-seed = 6
-units = [20, 30]
-trials = [150, 150]
-regions = [2, 3]
-[model]
-stitch_dim = 32
-hidden = 32
-layers = 2
-heads = 2
-mlp = 64
-dropout = 0.2
-[train]
-steps = 60
-lr = 2e-3
-log_every = 1
-checkpoint_every = 0
-keep_checkpoints = 0
-[eval]
-after_training = false
-"#,
-        run = dir.join("run").display(),
-        data = dir.join("data").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    mtm_tests::TestRun::new(dir)
+        .sessions(2, 6, (20, 30), (150, 150), (2, 3))
+        .model(32, 2)
+        .with(|c| {
+            c.seed = 3;
+            c.model.dropout = 0.2;
+            c.train.steps = 60;
+            c.train.lr = 2e-3;
+            c.train.checkpoint_every = 0;
+            c.train.keep_checkpoints = 0;
+            c.eval.after_training = false;
+        })
+        .write(&dir.join("run.toml"))
 }
 
 fn final_model(run: &Path) -> BTreeMap<String, Vec<u8>> {

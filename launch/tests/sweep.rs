@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mtm_trainer::config::Task;
+
 fn mtm(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mtm"));
     c.args(args)
@@ -47,37 +49,22 @@ fn sweep(dir: &Path) -> PathBuf {
     );
     assert!(o.status.success());
     let eids = mtm_tests::local_eids(&data);
-    std::fs::write(
-        dir.join("base.toml"),
-        format!(
-            r#"
-out_dir = "unused"
-[data]
-root = "{}"
-batch_size = 8
-[model]
-stitch_dim = 8
-hidden = 8
-layers = 1
-heads = 2
-mlp = 16
-[train]
-steps = 3
-log_every = 1
-[eval]
-rows_per_pass = 64
-heldout_group = 8
-tasks = ["co-smooth", "choice"]
-[slurm]
-nodes = 1
-tasks_per_node = 2
-cpus_per_task = 4
-time = "01:00:00"
-"#,
-            data.display()
-        ),
-    )
-    .unwrap();
+    mtm_tests::TestRun::new(dir)
+        .model(8, 1)
+        .with(|c| {
+            c.out_dir = "unused".into();
+            c.data.root = data.display().to_string();
+            c.data.synthesize = None;
+            c.train.steps = 3;
+            c.train.lr = 1e-4;
+            c.eval.heldout_group = 8;
+            c.eval.tasks = vec![Task::CoSmooth, Task::Choice];
+            c.slurm.nodes = 1;
+            c.slurm.tasks_per_node = 2;
+            c.slurm.cpus_per_task = 4;
+            c.slurm.time = "01:00:00".into();
+        })
+        .write(&dir.join("base.toml"));
     let list = |e: &[String]| {
         e.iter()
             .map(|s| format!("{s:?}"))

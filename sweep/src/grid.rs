@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use mtm_trainer::config::RunConfig;
+use mtm_trainer::masking::Masking;
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, SweepError, io};
@@ -257,52 +258,50 @@ impl SweepConfig {
             .unwrap_or_default()
     }
 
-    /// The cell's pretraining configuration.
+    /// The cell's pretraining configuration: the base with the model size's overrides,
+    /// then the cell's values set as typed fields.
     pub fn pretrain_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
-        let mut set = self.model_overrides(cell);
-        set.extend([
-            format!(
-                "out_dir={}",
-                toml_string(&self.cell_dir(cell).join("pretrain"))
-            ),
-            format!(
-                "data.sessions={}",
-                toml_list(&self.pretrain_sessions[..cell.sessions])
-            ),
-            format!("masking.scheme={}", cell.masking),
-            format!("seed={}", cell.seed),
-            format!("train.steps={}", cell.steps),
-            format!("data.batch_size={}", cell.batch_size),
-            "eval.after_training=false".into(),
-        ]);
-        Ok(RunConfig::parse(
-            base_text,
-            &format!("{} (cell {})", self.base.display(), cell.id),
-            &set,
-        )?)
+        let origin = format!("{} (cell {})", self.base.display(), cell.id);
+        let mut config = RunConfig::parse(base_text, &origin, &self.model_overrides(cell))?;
+        config.out_dir = self.cell_dir(cell).join("pretrain");
+        config.data.sessions = self.pretrain_sessions[..cell.sessions].to_vec();
+        config.masking.scheme = masking(cell, &origin)?;
+        config.seed = cell.seed;
+        config.train.steps = cell.steps;
+        config.data.batch_size = cell.batch_size;
+        config.eval.after_training = false;
+        Ok(config.validated(&origin)?)
     }
 
-    /// The cell's fine-tuning configuration (held-out sessions, fine-tuning budget).
+    /// The cell's fine-tuning configuration (held-out sessions, fine-tuning budget): the
+    /// base with the model size's overrides, the cell's values, and last `finetune.set`
+    /// (which may override any of them).
     pub fn finetune_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
-        let mut set = self.model_overrides(cell);
-        set.extend([
-            format!(
-                "out_dir={}",
-                toml_string(&self.cell_dir(cell).join("finetune"))
-            ),
-            format!("data.sessions={}", toml_list(&self.held_out)),
-            format!("masking.scheme={}", cell.masking),
-            format!("seed={}", cell.seed),
-            format!("train.steps={}", self.budget.finetune_steps),
-            format!("finetune.freeze_backbone={}", self.finetune.freeze_backbone),
-        ]);
-        set.extend(self.finetune.set.iter().cloned());
+        let origin = format!("{} (fine-tuning of cell {})", self.base.display(), cell.id);
+        let mut config = RunConfig::parse(base_text, &origin, &self.model_overrides(cell))?;
+        config.out_dir = self.cell_dir(cell).join("finetune");
+        config.data.sessions = self.held_out.clone();
+        config.masking.scheme = masking(cell, &origin)?;
+        config.seed = cell.seed;
+        config.train.steps = self.budget.finetune_steps;
+        config.finetune.freeze_backbone = self.finetune.freeze_backbone;
+        if self.finetune.set.is_empty() {
+            return Ok(config.validated(&origin)?);
+        }
         Ok(RunConfig::parse(
-            base_text,
-            &format!("{} (fine-tuning of cell {})", self.base.display(), cell.id),
-            &set,
+            &config.to_toml(),
+            &origin,
+            &self.finetune.set,
         )?)
     }
+}
+
+/// The cell's masking scheme.
+fn masking(cell: &Cell, origin: &str) -> Result<Masking> {
+    cell.masking.parse().map_err(|message| SweepError::Config {
+        origin: origin.to_string(),
+        message,
+    })
 }
 
 impl Budget {
@@ -316,21 +315,6 @@ impl Budget {
         ((self.batch_base as f64 * (n as f64).powf(self.batch_exponent)).round() as usize)
             .clamp(1, self.max_batch)
     }
-}
-
-fn toml_string(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
-fn toml_list(items: &[String]) -> String {
-    format!(
-        "[{}]",
-        items
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }
 
 #[cfg(test)]

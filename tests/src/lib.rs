@@ -1,5 +1,5 @@
-//! Test harness shared by the integration tests: running the Python interop scripts and a
-//! real S3-compatible server (moto) on 127.0.0.1.
+//! Test harness shared by the integration tests: a typed tiny training run ([`TestRun`]),
+//! running the Python interop scripts and a real S3-compatible server (moto) on 127.0.0.1.
 //!
 //! Nothing here is mocked: the scripts use pyarrow and Hugging Face `datasets`, and the S3
 //! server is a separate process speaking HTTP. Missing tools make tests fail with a message
@@ -10,6 +10,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod run;
+
+pub use run::TestRun;
 
 /// The Python interpreter (`MTM_PYTHON`, default `python3`).
 pub fn python() -> Command {

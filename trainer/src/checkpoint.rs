@@ -17,7 +17,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use mtm_dataloader::sampler::SamplerState;
 use serde::{Deserialize, Serialize};
@@ -25,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::model::{Ndt, SessionSpec};
-use crate::train::Optim;
+use crate::optim::Optim;
 
 /// Where training stands, besides weights and optimizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,22 +199,4 @@ pub fn load_optimizer(dir: &Path, optim: Optim) -> Result<Optim> {
     optim
         .load(dir.join("optimizer.bpk"))
         .map_err(|e| bad(dir, format!("optimizer.bpk: {e}")))
-}
-
-/// The configuration and the model of a checkpoint (or of an `mtm export` folder), on
-/// `device`, weights read from `model.safetensors`.
-pub fn load_for_inference(path: &Path, device: &Device) -> Result<(PathBuf, RunConfig, Ndt)> {
-    if crate::export::is_export(path) {
-        let (config, model) = crate::export::load_export(path, device)?;
-        return Ok((path.to_path_buf(), config, model));
-    }
-    let dir = resolve(path)?;
-    let config = read_config(&dir)?;
-    let sessions = read_sessions(&dir)?;
-    let mut model = config.model.init(&sessions, device);
-    let mut store = SafetensorsStore::from_file(dir.join("model.safetensors"));
-    model
-        .load_from(&mut store)
-        .map_err(|e| bad(&dir, format!("model.safetensors: {e}")))?;
-    Ok((dir, config, model))
 }

@@ -116,6 +116,11 @@ impl Default for DistributedConfig {
 }
 
 impl DistributedConfig {
+    /// How long any collective may take (`timeout_s`, validated positive and finite).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.timeout_s)
+    }
+
     /// Floats per all-reduce bucket.
     pub fn bucket_elems(&self) -> usize {
         ((self.bucket_mb * 1e6 / 4.0) as usize).max(1)
@@ -410,11 +415,20 @@ impl RunConfig {
         let config: RunConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| bad(e.to_string()))?;
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(bad(problems.join("; ")));
+        config.validated(origin)
+    }
+
+    /// `self` when its values are consistent (see [`RunConfig::problems`]); an error naming
+    /// `origin` and every problem otherwise. For configurations changed after parsing.
+    pub fn validated(self, origin: &str) -> Result<Self> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(self);
         }
-        Ok(config)
+        Err(TrainError::Config {
+            origin: origin.to_string(),
+            message: problems.join("; "),
+        })
     }
 
     /// Every problem with the values, as one message each.

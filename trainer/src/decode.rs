@@ -137,7 +137,7 @@ impl Basis {
 
 fn folds(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut mtm_dataloader::sampler::stream(seed, &[0x666f6c64]));
+    order.shuffle(&mut mtm_dataloader::streams::decoder_folds(seed));
     let mut fold = vec![0; n];
     for (position, &i) in order.iter().enumerate() {
         fold[i] = position % FOLDS;

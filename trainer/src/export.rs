@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+
 use rand::{Rng, SeedableRng};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
@@ -34,35 +34,10 @@ use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::masking::Scheme;
 use crate::model::{ModelConfig, Ndt, SessionSpec};
+use crate::weights::{self, BurnTensors, WeightType, decode, encode, serialize, transpose};
 
 /// The `format` field of an export's `config.json`.
 pub const FORMAT: &str = "mtm-ndt1-export";
-
-/// Floating-point type of exported weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WeightType {
-    /// 32-bit (as trained).
-    F32,
-    /// IEEE half precision.
-    F16,
-    /// bfloat16.
-    Bf16,
-}
-
-impl std::str::FromStr for WeightType {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "f16" => Ok(Self::F16),
-            "bf16" => Ok(Self::Bf16),
-            other => Err(format!(
-                "unknown weight type `{other}`; expected f32, f16 or bf16"
-            )),
-        }
-    }
-}
 
 /// One row of the session table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -198,17 +173,6 @@ fn burn_name(export: &str) -> Option<String> {
     })
 }
 
-/// A 2-D row-major matrix transposed.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
-}
-
 /// A tensor's shape and values, transposed when it is a linear weight (`flip`): burn
 /// stores `[in, out]`, the export `[out, in]`, and the map is its own inverse.
 fn oriented(shape: Vec<usize>, values: Vec<f32>, flip: bool) -> (Vec<usize>, Vec<f32>) {
@@ -218,65 +182,6 @@ fn oriented(shape: Vec<usize>, values: Vec<f32>, flip: bool) -> (Vec<usize>, Vec
     } else {
         (shape, values)
     }
-}
-
-fn encode(values: &[f32], dtype: WeightType) -> (Dtype, Vec<u8>) {
-    match dtype {
-        WeightType::F32 => (
-            Dtype::F32,
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ),
-        WeightType::F16 => (
-            Dtype::F16,
-            values
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
-        ),
-        WeightType::Bf16 => (
-            Dtype::BF16,
-            values
-                .iter()
-                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-                .collect(),
-        ),
-    }
-}
-
-fn decode(view: &TensorView<'_>, path: &Path, name: &str) -> Result<Vec<f32>> {
-    let bytes = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => return Err(bad(path, format!("{name}: unsupported dtype {other:?}"))),
-    })
-}
-
-/// Named f32 tensors serialised as safetensors bytes.
-fn serialize(
-    tensors: &BTreeMap<String, (Vec<usize>, Dtype, Vec<u8>)>,
-    metadata: Option<std::collections::HashMap<String, String>>,
-) -> Vec<u8> {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, (shape, dtype, bytes))| {
-            (
-                name.clone(),
-                TensorView::new(*dtype, shape.clone(), bytes).expect("shape matches the data"),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, metadata).expect("tensors serialise")
 }
 
 /// The prompt order of the model: prompt token `p` is scheme `order[p]`.
@@ -341,9 +246,16 @@ pub fn export(checkpoint_path: &Path, out: &Path, dtype: WeightType) -> Result<E
         ));
     }
     let device = Device::flex();
-    let (_, config, model) = checkpoint::load_for_inference(&dir, &device)?;
-    let state = checkpoint::read_state(&dir).ok();
+    let config = checkpoint::read_config(&dir)?;
     let weights_path = dir.join("model.safetensors");
+    let model = weights::build(
+        &config.model,
+        &checkpoint::read_sessions(&dir)?,
+        &weights::read_file(&weights_path)?,
+        &weights_path,
+        &device,
+    )?;
+    let state = checkpoint::read_state(&dir).ok();
     let bytes = std::fs::read(&weights_path).map_err(TrainError::io(&weights_path))?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(&weights_path, e.to_string()))?;
@@ -510,7 +422,7 @@ fn model_card(config: &ExportConfig, checkpoint: &Path, parameters: usize) -> St
     let metrics = run_dir
         .map(|d| d.join("eval-test.json"))
         .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<crate::eval::Report>(&t).ok());
+        .and_then(|t| serde_json::from_str::<crate::report::Report>(&t).ok());
     let mut card = format!(
         "# NDT1 trained with multi-task masking (mtm)\n\n\
          - Architecture: NDT1, C = {} stitcher width, D = {} hidden, {} layers, {} heads, MLP {}, {} bins per trial, {} positions, {} prompt tokens; {parameters} parameters.\n\
@@ -564,14 +476,9 @@ pub fn is_export(dir: &Path) -> bool {
         .is_some_and(|v| v["format"] == FORMAT)
 }
 
-/// Tensors under burn's names, as `(shape, dtype, little-endian bytes)`.
-pub(crate) type BurnTensors = BTreeMap<String, (Vec<usize>, Dtype, Vec<u8>)>;
-
 /// An export's description, run configuration, sessions and weights (under burn's names,
 /// f32, burn's layout).
-pub(crate) fn read_export(
-    dir: &Path,
-) -> Result<(ExportConfig, RunConfig, Vec<SessionSpec>, BurnTensors)> {
+pub fn read_export(dir: &Path) -> Result<(ExportConfig, RunConfig, Vec<SessionSpec>, BurnTensors)> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(TrainError::io(&config_path))?;
     let export: ExportConfig =
@@ -609,73 +516,6 @@ pub(crate) fn read_export(
         );
     }
     Ok((export, run, sessions, tensors))
-}
-
-/// A checkpoint's `model.safetensors` as burn-named tensors.
-pub(crate) fn read_checkpoint_tensors(dir: &Path) -> Result<BurnTensors> {
-    let weights_path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&weights_path).map_err(TrainError::io(&weights_path))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(&weights_path, e.to_string()))?;
-    file.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = decode(&view, &weights_path, &name)?;
-            Ok((
-                name,
-                (
-                    view.shape().to_vec(),
-                    Dtype::F32,
-                    encode(&values, WeightType::F32).1,
-                ),
-            ))
-        })
-        .collect()
-}
-
-/// Loads `tensors` into `model`; `partial` allows parameters the tensors do not cover.
-/// Returns (loaded, missing) parameter names.
-pub(crate) fn apply_tensors(
-    model: &mut Ndt,
-    tensors: &BurnTensors,
-    partial: bool,
-    origin: &Path,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let mut store =
-        SafetensorsStore::from_bytes(Some(serialize(tensors, None))).allow_partial(partial);
-    let applied = model
-        .load_from(&mut store)
-        .map_err(|e| bad(origin, e.to_string()))?;
-    if !applied.errors.is_empty() {
-        return Err(bad(
-            origin,
-            format!(
-                "does not fit this architecture: {}",
-                applied
-                    .errors
-                    .iter()
-                    .map(|e| format!("{e:?}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        ));
-    }
-    let missing: Vec<String> = applied.missing.into_iter().map(|(p, _)| p).collect();
-    if !partial && !missing.is_empty() {
-        return Err(bad(
-            origin,
-            format!("does not fit the architecture: missing {missing:?}"),
-        ));
-    }
-    Ok((applied.applied, missing))
-}
-
-/// Reads an export back: its run configuration and the model, on `device`.
-pub fn load_export(dir: &Path, device: &Device) -> Result<(RunConfig, Ndt)> {
-    let (export, run, sessions, tensors) = read_export(dir)?;
-    let mut model = export.architecture.init(&sessions, device);
-    apply_tensors(&mut model, &tensors, false, &dir.join("model.safetensors"))?;
-    Ok((run, model))
 }
 
 #[cfg(test)]

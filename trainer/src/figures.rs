@@ -13,7 +13,7 @@ use mtm_plot::{Bars, Heatmap, Heatmaps};
 
 use crate::config::Task;
 use crate::error::{Result, TrainError};
-use crate::eval::{ActivityScore, Reference, TaskResult, TaskScore};
+use crate::report::{ActivityScore, Reference, TaskResult, TaskScore};
 
 /// Predictions of one task on a batch: log expected counts and which entries were scored,
 /// both `(trials, bins, units)`.

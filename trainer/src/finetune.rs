@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
+use crate::artifact::Artifact;
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::export::{self, BurnTensors};
 use crate::model::{ModelConfig, Ndt, SessionSpec};
+use crate::weights::{self, BurnTensors};
 
 /// `finetune-report.json`: what `mtm finetune` did and how the result scored; written by
 /// the binary, read back by the sweep.
@@ -26,7 +26,7 @@ pub struct FinetuneReport {
     /// What each fine-tuned session took from the pretrained model.
     pub loads: Vec<SessionLoad>,
     /// The evaluation of the fine-tuned sessions.
-    pub report: crate::eval::Report,
+    pub report: crate::report::Report,
 }
 
 /// One fine-tuned session's [`LoadReport`].
@@ -98,23 +98,20 @@ fn session_specific(name: &str) -> bool {
 }
 
 impl Pretrained {
-    /// Opens a checkpoint, run or export folder.
+    /// Opens a checkpoint, run or export folder (see [`Artifact::open`]).
     pub fn open(path: &Path) -> Result<Self> {
-        if export::is_export(path) {
-            let (_, config, sessions, tensors) = export::read_export(path)?;
-            return Ok(Self {
-                dir: path.to_path_buf(),
-                config,
-                sessions,
-                tensors,
-            });
-        }
-        let dir = checkpoint::resolve(path)?;
-        Ok(Self {
-            config: checkpoint::read_config(&dir)?,
-            sessions: checkpoint::read_sessions(&dir)?,
-            tensors: export::read_checkpoint_tensors(&dir)?,
+        let Artifact {
             dir,
+            config,
+            sessions,
+            tensors,
+            ..
+        } = Artifact::open(path)?;
+        Ok(Self {
+            dir,
+            config,
+            sessions,
+            tensors,
         })
     }
 
@@ -158,7 +155,7 @@ impl Pretrained {
             .into_iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (loaded, created) = export::apply_tensors(&mut model, &shared, true, &self.dir)?;
+        let (loaded, created) = weights::apply(&mut model, &shared, true, &self.dir)?;
         if let Some(stray) = created.iter().find(|n| !session_specific(n)) {
             return Err(TrainError::Checkpoint {
                 path: self.dir.clone(),

@@ -3,9 +3,10 @@
 //! A mask says which (bin, unit) entries of a `(T, N)` trial are zeroed in the input and
 //! which are scored by the loss. One scheme is drawn per batch ([`Masking::choose`]); masks
 //! are drawn per trial from a stream that is a pure function of (seed, epoch, global batch
-//! index) ([`mask_stream`]): ranks hold different batches and so draw different masks, a
-//! resumed run draws the same ones, and a batch gets the same masks whichever rank of
-//! however many processes it (so 2 ranks repeat 1 rank accumulating 2 batches).
+//! index) (`mtm_dataloader::streams::training_masks`): ranks hold different batches and so
+//! draw different masks, a resumed run draws the same ones, and a batch gets the same
+//! masks whichever rank of however many processes it (so 2 ranks repeat 1 rank
+//! accumulating 2 batches).
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -179,10 +180,42 @@ pub struct TrialMask {
     pub scored: Vec<bool>,
 }
 
-/// The stream the masks of one batch are drawn from: batch `global_batch` of the epoch's
-/// plan (before sharding over ranks, see `mtm_dataloader::sampler`).
-pub fn mask_stream(seed: u64, epoch: u64, global_batch: u64) -> ChaCha8Rng {
-    mtm_dataloader::sampler::stream(seed, &[epoch, global_batch, 0x6d61_736b])
+/// A batch's model input, targets and scored mask as host vectors `(B, T, N)`.
+pub struct MaskedBatch {
+    /// Counts with masked entries zeroed.
+    pub input: Vec<f32>,
+    /// The scored entries (1.0) and the others (0.0).
+    pub scored: Vec<f32>,
+}
+
+/// Draws one mask per trial of `batch` under `scheme` and applies it.
+pub fn mask_batch(
+    batch: &mtm_dataloader::Batch,
+    scheme: Scheme,
+    regions: &[usize],
+    ratios: Ratios,
+    rng: &mut ChaCha8Rng,
+) -> MaskedBatch {
+    let per_trial = batch.n_bins * batch.n_units;
+    let mut input = batch.spikes.clone();
+    let mut scored = vec![0.0f32; input.len()];
+    for k in 0..batch.len() {
+        let mask = draw(scheme, batch.n_bins, regions, ratios, rng);
+        let range = k * per_trial..(k + 1) * per_trial;
+        for ((x, s), (&zero, &score)) in input[range.clone()]
+            .iter_mut()
+            .zip(&mut scored[range])
+            .zip(mask.input_zeroed.iter().zip(&mask.scored))
+        {
+            if zero {
+                *x = 0.0;
+            }
+            if score {
+                *s = 1.0;
+            }
+        }
+    }
+    MaskedBatch { input, scored }
 }
 
 /// Draws indices with probability `p` each, at least one (a mask that scores nothing
@@ -273,10 +306,26 @@ pub fn draw(
     }
 }
 
+/// A short hash of which entries a mask scores (for debug logs that compare ranks).
+pub fn scored_fingerprint(scored: &[f32]) -> u64 {
+    scored
+        .iter()
+        .enumerate()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, (i, &v)| {
+            if v > 0.0 {
+                (h ^ i as u64).wrapping_mul(0x100_0000_01b3)
+            } else {
+                h
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
+
+    use mtm_dataloader::streams::training_masks;
 
     use super::*;
 
@@ -363,8 +412,8 @@ mod tests {
         #[test]
         fn masks_are_a_pure_function_of_the_stream_key(seed: u64, epoch in 0u64..4, step in 0u64..100) {
             let regions = [0, 0, 1, 2, 2, 2];
-            let a = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, epoch, step));
-            let b = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut mask_stream(seed, epoch, step));
+            let a = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut training_masks(seed, epoch, step));
+            let b = draw(Scheme::Neuron, 8, &regions, Ratios::default(), &mut training_masks(seed, epoch, step));
             prop_assert_eq!(a, b);
         }
     }
@@ -377,14 +426,14 @@ mod tests {
             10,
             &regions,
             Ratios::default(),
-            &mut mask_stream(1, 0, 5),
+            &mut training_masks(1, 0, 5),
         );
         let b = draw(
             Scheme::Neuron,
             10,
             &regions,
             Ratios::default(),
-            &mut mask_stream(1, 0, 6),
+            &mut training_masks(1, 0, 6),
         );
         assert_ne!(a, b);
     }

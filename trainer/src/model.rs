@@ -386,6 +386,11 @@ impl Ndt {
     }
 }
 
+/// A `(B, T, N)` tensor on `device` from host values in row-major order.
+pub fn tensor3(values: Vec<f32>, shape: [usize; 3], device: &Device) -> Tensor<3> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
 /// Poisson negative log-likelihood `exp(l) - y·l` on the scored entries: their mean
 /// (default) or their sum (the official code's choice).
 pub fn masked_poisson_nll(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mtm_plot::{Chart, Mark, Scale, Series};
 
-use crate::train::StepRecord;
+use crate::metrics_log::StepRecord;
 
 /// Folder of the pictures inside a run folder.
 pub const PLOTS_DIR: &str = "plots";

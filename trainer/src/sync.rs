@@ -2,9 +2,14 @@
 //! it touched, whether its loss and gradients are finite, its loss and trial count, and
 //! whether it was asked to stop. All ranks sum the encoded vectors with one all-reduce and
 //! decode the same [`StepAgreement`], so they take the same decision (skip, stop, which
-//! parameters AdamW steps) without another round trip.
+//! parameters AdamW steps) without another round trip. Before the first step, the ranks
+//! check that they start from the same parameters ([`check_same_parameters`]).
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
 use mtm_cluster::{Collective, CollectiveError, ReduceOp};
+
+use crate::model::Ndt;
 
 /// One rank's side of the step.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +81,52 @@ impl StepAgreement {
             stop: summed[n_params + world + 2] > 0.0,
         }
     }
+}
+
+/// A fingerprint of every parameter value, in the model's fixed parameter order.
+fn parameter_fingerprint(model: &Ndt) -> u64 {
+    struct Fnv(u64);
+    impl ModuleVisitor for Fnv {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("parameters are f32");
+            for v in values {
+                for b in v.to_bits().to_le_bytes() {
+                    self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+    }
+    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
+    model.visit(&mut fnv);
+    fnv.0
+}
+
+/// Checks that every rank starts from rank 0's parameters (same seed, checkpoint and
+/// build); the error names the ranks that differ.
+pub fn check_same_parameters(
+    comm: &mut dyn Collective,
+    model: &Ndt,
+    step: u64,
+) -> Result<(), CollectiveError> {
+    let fingerprint = parameter_fingerprint(model);
+    let mut root = fingerprint.to_le_bytes();
+    comm.broadcast(&mut root, 0)?;
+    let same = comm.all_gather(&[f64::from(u8::from(root == fingerprint.to_le_bytes()))])?;
+    let differ: Vec<usize> = (0..comm.world_size()).filter(|&r| same[r] == 0.0).collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(CollectiveError::Mismatch {
+        rank: comm.rank(),
+        step,
+        message: format!(
+            "the initial parameters of rank(s) {differ:?} differ from rank 0's (different seeds, checkpoints or builds?)"
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -1,45 +1,46 @@
 //! The training loop: masked batches, AdamW with the one-cycle schedule, accumulation,
 //! clipping, validation, metrics files and checkpoints, resumable exactly.
 //!
-//! Every random draw is a pure function of the seed and the position in the run: the
-//! weights of the seed; shuffling of (seed, epoch); masks and dropout of (seed, epoch,
-//! global batch index), the device generator reseeded before every forward pass. A run
-//! resumed from a checkpoint therefore repeats the uninterrupted run bit for bit on CPU,
-//! and a batch is masked the same way whichever rank trains it.
+//! Every random draw is a pure function of the seed and the position in the run (see
+//! `mtm_dataloader::streams`): the weights of the seed; shuffling of (seed, epoch); masks
+//! and dropout of (seed, epoch, global batch index), the device generator reseeded before
+//! every forward pass. A run resumed from a checkpoint therefore repeats the uninterrupted
+//! run bit for bit on CPU, and a batch is masked the same way whichever rank trains it.
 //!
 //! Data parallelism (a [`Collective`] with more than one rank): each rank trains its shard
-//! of every epoch's batches; per step the ranks all-reduce one small vector (which
-//! parameters were touched, which ranks saw non-finite gradients, loss and trial counts)
-//! and then the flat gradient buffer in fixed-size buckets, in fp32, so every rank applies
-//! the same update. Rank 0 alone logs and writes checkpoints.
+//! of every epoch's batches; per step the ranks exchange one small typed report
+//! ([`crate::sync`]) and then all-reduce the flat gradient buffer in fixed-size buckets, in
+//! fp32, so every rank applies the same update. Rank 0 alone logs and writes checkpoints.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::prelude::*;
-use mtm_cluster::{Collective, CollectiveError, ReduceOp, SingleProcess, all_reduce_bucketed};
-use mtm_dataloader::dataset::{Batch, Dataset, OpenOptions};
+use mtm_cluster::{Collective, ReduceOp, all_reduce_bucketed};
+use mtm_dataloader::dataset::{Dataset, OpenOptions};
 use mtm_dataloader::loader::{Loader, PrefetchConfig};
-use mtm_dataloader::sampler::{Sampler, SamplerState, stream};
+use mtm_dataloader::sampler::{Sampler, SamplerState};
 use mtm_dataloader::session::Split;
-use rand::Rng;
-use serde::{Deserialize, Serialize};
+use mtm_dataloader::streams;
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::{DeviceKind, LossReduction, NonFinitePolicy, RunConfig};
+use crate::config::{LossReduction, NonFinitePolicy, RunConfig};
+use crate::data::{SessionMap, init_rates, select_sessions, time_courses};
 use crate::error::{Result, TrainError};
 use crate::grads::FlatGrads;
-use crate::masking::{self, Ratios, Scheme};
-use crate::model::{Ndt, SessionSpec, masked_poisson_nll};
+use crate::masking::mask_batch;
+use crate::metrics_log::{MetricsFiles, StepRecord, StepTimes};
+use crate::model::{Ndt, SessionSpec, masked_poisson_nll, tensor3};
+use crate::optim::{self, Optim};
+use crate::placement::{Placement, compute_device};
+use crate::plan::RunPlan;
 use crate::schedule::OneCycle;
-
-/// The optimizer of every run.
-pub type Optim = ModuleOptimizer;
+use crate::sync::StepReport;
+use crate::validation::{Validation, ValidationSums, validation_sums};
 
 /// What the loop tells its observer (the command line's progress bar).
 pub trait Observer {
@@ -55,100 +56,6 @@ pub trait Observer {
 pub struct Silent;
 
 impl Observer for Silent {}
-
-/// One line of `metrics.jsonl` / `metrics.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// Optimizer steps done.
-    pub step: u64,
-    /// Epoch of the step's last batch.
-    pub epoch: u64,
-    /// Mean masked loss of the step's batches.
-    pub loss: f64,
-    /// Learning rate the step used.
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Trials per second over the steps since the last record.
-    pub trials_per_s: f64,
-    /// Seconds since this process started training.
-    pub elapsed_s: f64,
-    /// Validation loss, on the steps where it was computed.
-    pub val_loss: Option<f64>,
-    /// Loss of each unit's mean time course on the same validation entries (the reference
-    /// a model that uses the other units gets below), where validation ran.
-    #[serde(default)]
-    pub val_time_course: Option<f64>,
-    /// Ranks in the run.
-    #[serde(default = "one")]
-    pub world_size: usize,
-    /// Steps skipped for non-finite gradients so far (`distributed.non_finite = "skip"`).
-    #[serde(default)]
-    pub skipped_steps: u64,
-    /// Rank 0's mean seconds per step, since the last record, in each phase.
-    #[serde(default)]
-    pub time: StepTimes,
-}
-
-fn one() -> usize {
-    1
-}
-
-/// Seconds spent in each phase of a step (sums over the steps of a window, or means).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepTimes {
-    /// Waiting for the loader's next batch.
-    pub data_s: f64,
-    /// Masking, host-to-device copies and the forward pass with the loss.
-    pub forward_s: f64,
-    /// The backward pass and copying gradients into the flat buffer.
-    pub backward_s: f64,
-    /// Both all-reduces (step statistics and gradient buckets), waiting for peers included.
-    pub allreduce_s: f64,
-    /// Clipping, gradients back to tensors and the AdamW update.
-    pub optimizer_s: f64,
-}
-
-impl StepTimes {
-    fn add(&mut self, o: &StepTimes) {
-        self.data_s += o.data_s;
-        self.forward_s += o.forward_s;
-        self.backward_s += o.backward_s;
-        self.allreduce_s += o.allreduce_s;
-        self.optimizer_s += o.optimizer_s;
-    }
-
-    fn scaled(&self, f: f64) -> StepTimes {
-        StepTimes {
-            data_s: self.data_s * f,
-            forward_s: self.forward_s * f,
-            backward_s: self.backward_s * f,
-            allreduce_s: self.allreduce_s * f,
-            optimizer_s: self.optimizer_s * f,
-        }
-    }
-
-    /// Seconds in all phases.
-    pub fn total(&self) -> f64 {
-        self.data_s + self.forward_s + self.backward_s + self.allreduce_s + self.optimizer_s
-    }
-
-    /// One line: each phase in ms and percent of the step.
-    pub fn describe(&self) -> String {
-        let total = self.total().max(1e-12);
-        let part =
-            |name: &str, v: f64| format!("{name} {:.1} ms ({:.0}%)", v * 1e3, 100.0 * v / total);
-        format!(
-            "{:.1} ms per step: {}, {}, {}, {}, {}",
-            total * 1e3,
-            part("data wait", self.data_s),
-            part("forward", self.forward_s),
-            part("backward", self.backward_s),
-            part("all-reduce", self.allreduce_s),
-            part("optimizer", self.optimizer_s)
-        )
-    }
-}
 
 /// What one optimizer step did.
 #[derive(Clone, Debug)]
@@ -167,165 +74,6 @@ pub struct StepOutcome {
     pub time: StepTimes,
 }
 
-/// Per-session facts the loop needs: model index and unit regions as small integers.
-#[derive(Clone, Debug)]
-pub struct SessionMap {
-    /// Model session index for each dataset session (None: not trained on).
-    pub model_index: Vec<Option<usize>>,
-    /// Region index of each unit, per dataset session.
-    pub regions: Vec<Vec<usize>>,
-}
-
-impl SessionMap {
-    /// Maps the dataset's sessions onto the model's.
-    pub fn new(dataset: &Dataset, model_sessions: &[SessionSpec]) -> Self {
-        let model_index = dataset
-            .sessions
-            .iter()
-            .map(|s| model_sessions.iter().position(|m| m.eid == s.eid))
-            .collect();
-        let regions = dataset
-            .sessions
-            .iter()
-            .map(|s| masking::region_indices(&s.regions))
-            .collect();
-        Self {
-            model_index,
-            regions,
-        }
-    }
-}
-
-/// A batch's model input, targets and scored mask as host vectors `(B, T, N)`.
-pub struct MaskedBatch {
-    /// Counts with masked entries zeroed.
-    pub input: Vec<f32>,
-    /// The scored entries (1.0) and the others (0.0).
-    pub scored: Vec<f32>,
-}
-
-/// Draws one mask per trial of `batch` under `scheme` and applies it.
-pub fn mask_batch(
-    batch: &Batch,
-    scheme: Scheme,
-    regions: &[usize],
-    ratios: Ratios,
-    rng: &mut rand_chacha::ChaCha8Rng,
-) -> MaskedBatch {
-    let per_trial = batch.n_bins * batch.n_units;
-    let mut input = batch.spikes.clone();
-    let mut scored = vec![0.0f32; input.len()];
-    for k in 0..batch.len() {
-        let mask = masking::draw(scheme, batch.n_bins, regions, ratios, rng);
-        let range = k * per_trial..(k + 1) * per_trial;
-        for ((x, s), (&zero, &score)) in input[range.clone()]
-            .iter_mut()
-            .zip(&mut scored[range])
-            .zip(mask.input_zeroed.iter().zip(&mask.scored))
-        {
-            if zero {
-                *x = 0.0;
-            }
-            if score {
-                *s = 1.0;
-            }
-        }
-    }
-    MaskedBatch { input, scored }
-}
-
-fn tensor3(values: Vec<f32>, shape: [usize; 3], device: &Device) -> Tensor<3> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// Each dataset session's mean time course: the log of each unit's mean count in each bin,
-/// `(T, N)`, over the first 256 training trials (floored at 1e-4 for silent units); `None`
-/// for sessions the model does not train on. It is the reference the validation loss is
-/// printed beside (a model that does not beat it has not used the other units) and, with
-/// `train.init_rates`, where each head's bias starts.
-pub fn time_courses(dataset: &Dataset, map: &SessionMap) -> Result<Vec<Option<Vec<f32>>>> {
-    let mut out = Vec::with_capacity(dataset.sessions.len());
-    for (ds, session) in dataset.sessions.iter().enumerate() {
-        let n = session.trials(Split::Train).min(256);
-        if map.model_index[ds].is_none() || n == 0 {
-            out.push(None);
-            continue;
-        }
-        let trials: Vec<u32> = (0..n as u32).collect();
-        let batch = dataset.read_batch(ds, Split::Train, &trials)?;
-        let per_trial = batch.n_bins * batch.n_units;
-        let mut sums = vec![0.0f64; per_trial];
-        for trial in batch.spikes.chunks(per_trial) {
-            for (s, &c) in sums.iter_mut().zip(trial) {
-                *s += f64::from(c);
-            }
-        }
-        dataset.recycle(batch);
-        out.push(Some(
-            sums.iter()
-                .map(|s| (s / n as f64).max(1e-4).ln() as f32)
-                .collect(),
-        ));
-    }
-    Ok(out)
-}
-
-/// Sets each head's bias to the log of its unit's mean count per bin (the time course
-/// averaged over bins); the values depend on the data alone, so every rank sets the same.
-fn init_rates(mut model: Ndt, map: &SessionMap, courses: &[Option<Vec<f32>>]) -> Ndt {
-    for (ds, course) in courses.iter().enumerate() {
-        let (Some(index), Some(course)) = (map.model_index[ds], course) else {
-            continue;
-        };
-        let n = model.sessions()[index].n_units;
-        let bins = course.len() / n;
-        let mut mean = vec![0.0f64; n];
-        for row in course.chunks(n) {
-            for (m, &l) in mean.iter_mut().zip(row) {
-                *m += f64::from(l).exp() / bins as f64;
-            }
-        }
-        let bias: Vec<f32> = mean.iter().map(|m| m.max(1e-4).ln() as f32).collect();
-        model = model.with_head_bias(index, &bias);
-    }
-    model
-}
-
-/// Sessions a run trains on: the configured eids, or every session of the dataset.
-pub fn select_sessions(config: &RunConfig, dataset: &Dataset) -> Result<Vec<SessionSpec>> {
-    let wanted: Vec<&str> = if config.data.sessions.is_empty() {
-        dataset.sessions.iter().map(|s| s.eid.as_str()).collect()
-    } else {
-        config.data.sessions.iter().map(String::as_str).collect()
-    };
-    wanted
-        .into_iter()
-        .map(|eid| {
-            let s = dataset
-                .sessions
-                .iter()
-                .find(|s| s.eid == eid)
-                .ok_or_else(|| {
-                    TrainError::Mismatch(format!(
-                        "data.sessions names {eid}, which is not in {}",
-                        dataset.root
-                    ))
-                })?;
-            if s.n_bins != config.model.n_bins {
-                return Err(TrainError::Mismatch(format!(
-                    "session {eid} has {} bins per trial, the model {} (model.n_bins)",
-                    s.n_bins, config.model.n_bins
-                )));
-            }
-            Ok(SessionSpec {
-                eid: s.eid.clone(),
-                n_units: s.n_units,
-                regions: s.regions.clone(),
-            })
-        })
-        .collect()
-}
-
 /// A training run in progress.
 pub struct Trainer {
     /// The resolved configuration.
@@ -341,8 +89,8 @@ pub struct Trainer {
     grads: FlatGrads,
     /// Optimizer steps done.
     pub step: u64,
-    /// Steps of the whole run.
-    pub total_steps: u64,
+    /// What the run does and when.
+    plan: RunPlan,
     schedule: OneCycle,
     comm: Box<dyn Collective>,
     rank: usize,
@@ -351,16 +99,6 @@ pub struct Trainer {
     pub skipped_steps: u64,
     stop_flag: Option<Arc<AtomicBool>>,
     stop_agreed: bool,
-}
-
-/// One validation: the model's masked loss and, on the same masked entries, the loss of
-/// each unit's mean time course (a model below it uses what the other units show).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Validation {
-    /// Mean masked loss of the model.
-    pub loss: f64,
-    /// Mean masked loss of predicting each unit's mean time course.
-    pub time_course: f64,
 }
 
 /// How [`Trainer::run_until`] ended.
@@ -374,64 +112,6 @@ pub enum RunEnd {
         /// The last step done.
         step: u64,
     },
-}
-
-/// Where this process sits: its collective (rank, world) and its rank on its node (which
-/// GPU it uses).
-pub struct Placement {
-    /// The collective of the run.
-    pub comm: Box<dyn Collective>,
-    /// Rank among the processes of this node.
-    pub local_rank: usize,
-}
-
-impl Placement {
-    /// A run of one process.
-    pub fn single() -> Self {
-        Self {
-            comm: Box::new(SingleProcess),
-            local_rank: 0,
-        }
-    }
-}
-
-/// The device a rank computes on: the CPU, or GPU `local_rank`.
-pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Device::cuda(local_rank)),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => {
-            let _ = local_rank;
-            Err(TrainError::Config {
-                origin: "distributed.device".into(),
-                message: "`cuda` needs mtm built with `--features cuda` (see the README)".into(),
-            })
-        }
-    }
-}
-
-/// A fingerprint of every parameter value, in the model's fixed parameter order.
-fn parameter_fingerprint(model: &Ndt) -> u64 {
-    struct Fnv(u64);
-    impl ModuleVisitor for Fnv {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let values = param
-                .val()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("parameters are f32");
-            for v in values {
-                for b in v.to_bits().to_le_bytes() {
-                    self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-                }
-            }
-        }
-    }
-    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
-    model.visit(&mut fnv);
-    fnv.0
 }
 
 impl Trainer {
@@ -478,60 +158,29 @@ impl Trainer {
         if config.train.init_rates && resume.is_none() {
             model = init_rates(model, &map, &time_courses);
         }
-        let mut optim = AdamWConfig::new()
-            .with_weight_decay(config.train.weight_decay as f32)
-            .with_beta_2(config.train.beta2 as f32)
-            .init();
-        let counts: Vec<usize> = dataset
-            .trial_counts(Split::Train)
-            .into_iter()
-            .zip(&map.model_index)
-            .map(|(n, m)| if m.is_some() { n } else { 0 })
-            .collect();
+        let mut optim = optim::adamw(&config.train);
+        let counts = map.trial_counts(&dataset, Split::Train);
         let sampler = Sampler::new(counts, config.data.batch_size, config.seed, rank, world)?;
-        let steps_per_epoch = sampler.steps_per_epoch() as u64;
-        let total_steps = if config.train.steps > 0 {
-            config.train.steps
-        } else {
-            (config.train.epochs * steps_per_epoch).div_ceil(config.train.accumulate as u64)
-        };
+        let plan = RunPlan::resolve(&config, sampler.steps_per_epoch(), world);
         let (step, sampler_state) = match resume {
             Some(dir) => {
                 let state = checkpoint::read_state(dir)?;
                 model = checkpoint::load_model(dir, model)?;
                 optim = checkpoint::load_optimizer(dir, optim)?;
-                // Batches of the epoch every rank together consumed, shared out anew.
-                let consumed = state.sampler.position * state.world_size;
-                if consumed % world != 0 {
+                let resharded = state.sampler.reshard(state.world_size, world);
+                if resharded.repeated > 0 {
                     tracing::warn!(
-                        "the checkpoint's {consumed} batches into epoch {} do not divide among {world} ranks; {} batches are trained again",
+                        "the checkpoint's {} batches into epoch {} do not divide among {world} ranks; {} batches are trained again",
+                        state.sampler.position * state.world_size,
                         state.sampler.epoch,
-                        consumed % world
+                        resharded.repeated
                     );
                 }
-                let position = SamplerState {
-                    epoch: state.sampler.epoch,
-                    position: consumed / world,
-                };
-                (state.step, position)
+                (state.step, resharded.state)
             }
             None => (0, SamplerState::default()),
         };
-        let fingerprint = parameter_fingerprint(&model);
-        let mut root = fingerprint.to_le_bytes();
-        comm.broadcast(&mut root, 0)?;
-        let same = comm.all_gather(&[f64::from(u8::from(root == fingerprint.to_le_bytes()))])?;
-        let differ: Vec<usize> = (0..world).filter(|&r| same[r] == 0.0).collect();
-        if !differ.is_empty() {
-            return Err(CollectiveError::Mismatch {
-                rank,
-                step,
-                message: format!(
-                    "the initial parameters of rank(s) {differ:?} differ from rank 0's (different seeds, checkpoints or builds?)"
-                ),
-            }
-            .into());
-        }
+        crate::sync::check_same_parameters(comm.as_mut(), &model, step)?;
         let loader = Loader::new(
             Arc::clone(&dataset),
             Split::Train,
@@ -545,7 +194,7 @@ impl Trainer {
         let grads = FlatGrads::new(&model);
         let schedule = OneCycle {
             peak: config.train.lr,
-            total_steps,
+            total_steps: plan.total_steps,
             warmup_fraction: config.train.warmup_fraction,
         };
         Ok(Self {
@@ -559,7 +208,7 @@ impl Trainer {
             loader,
             grads,
             step,
-            total_steps,
+            plan,
             schedule,
             comm,
             rank,
@@ -603,6 +252,11 @@ impl Trainer {
         self.grads.values.len()
     }
 
+    /// What the run does and when, resolved from the configuration.
+    pub fn plan(&self) -> &RunPlan {
+        &self.plan
+    }
+
     /// The sessions the model has stitchers for.
     pub fn sessions(&self) -> &[SessionSpec] {
         self.model().sessions()
@@ -611,7 +265,7 @@ impl Trainer {
     /// One optimizer step over `train.accumulate` batches on every rank.
     pub fn train_step(&mut self) -> Result<StepOutcome> {
         let config = &self.config;
-        let accumulate = config.train.accumulate;
+        let accumulate = self.plan.accumulate.get();
         let mean = config.train.loss == LossReduction::Mean;
         self.comm.set_step(self.step);
         let mut time = StepTimes::default();
@@ -620,15 +274,14 @@ impl Trainer {
         let mut finite = true;
         for micro in 0..accumulate {
             let clock = Instant::now();
-            let state = self.loader.state();
-            epoch = state.epoch;
-            let batch = self.loader.next_batch()?;
+            let (plan, batch) = self
+                .loader
+                .next_planned()
+                .unwrap_or_else(|| unreachable!("a training loader plans epochs without end"))?;
             time.data_s += clock.elapsed().as_secs_f64();
             let clock = Instant::now();
-            // The batch's place in the epoch's plan before sharding (the sampler deals
-            // batch p * world + rank to this rank as its p-th).
-            let global_batch = (state.position * self.world + self.rank) as u64;
-            let mut rng = masking::mask_stream(config.seed, state.epoch, global_batch);
+            epoch = plan.epoch;
+            let mut rng = streams::training_masks(config.seed, plan.epoch, plan.index);
             let (scheme, prompt) = config.masking.scheme.choose(&mut rng);
             let session = self.map.model_index[batch.session]
                 .expect("the sampler only yields trained sessions");
@@ -643,16 +296,19 @@ impl Trainer {
                 rank = self.rank,
                 step = self.step,
                 micro,
-                global_batch,
+                global_batch = plan.index,
                 session = batch.session,
-                mask = masked_fingerprint(&masked.scored),
+                mask = crate::masking::scored_fingerprint(&masked.scored),
                 "batch"
             );
             let shape = [batch.len(), batch.n_bins, batch.n_units];
             // Dropout draws from the device's generator: reseeding it from the batch makes
             // the draws a function of the batch, so a resumed run repeats them.
-            self.device
-                .seed(stream(config.seed, &[state.epoch, global_batch, 0x6472_6f70]).random());
+            self.device.seed(streams::training_dropout(
+                config.seed,
+                plan.epoch,
+                plan.index,
+            ));
             let input = tensor3(masked.input, shape, &self.device);
             let target = tensor3(batch.spikes.clone(), shape, &self.device);
             let scored = tensor3(masked.scored, shape, &self.device);
@@ -686,7 +342,7 @@ impl Trainer {
         let clock = Instant::now();
         // One small reduction first: which parameters any rank touched (PyTorch steps a
         // parameter whose gradient exists on some rank), which ranks failed, loss, trials.
-        let agreement = crate::sync::StepReport {
+        let agreement = StepReport {
             touched: self.grads.touched.clone(),
             failed: !finite,
             loss_sum,
@@ -737,7 +393,7 @@ impl Trainer {
         all_reduce_bucketed(
             self.comm.as_mut(),
             &mut self.grads.values,
-            config.distributed.bucket_elems(),
+            self.plan.bucket_elems.get(),
             op,
         )?;
         outcome.time.allreduce_s = clock.elapsed().as_secs_f64();
@@ -757,30 +413,31 @@ impl Trainer {
         Ok(outcome)
     }
 
-    /// Mean masked loss over the validation split, with masks drawn from a fixed stream so
-    /// that every validation of a run sees the same masks; `None` when the trained sessions
-    /// have no validation trials. Ranks share the batches out and combine their sums, so
-    /// every rank gets the value one process would.
+    /// The validation loss and its time-course reference (see [`crate::validation`]);
+    /// `None` when the trained sessions have no validation trials. Every rank gets the
+    /// value one process would.
     pub fn validate(&mut self) -> Result<Option<Validation>> {
-        let sums = validation_sums(
+        let mine = validation_sums(
             &self.model().valid(),
             &self.dataset,
             &self.map,
             &self.config,
-            self.config.train.validate_batches,
+            &self.plan,
             (self.rank, self.world),
-            Some(&self.time_courses),
+            &self.time_courses,
         )?;
         let all = self
             .comm
-            .all_gather(&[sums.model, sums.time_course, sums.batches as f64])?;
-        let (model, course, count) = all.chunks(3).fold((0.0, 0.0, 0.0), |(m, t, c), x| {
-            (m + x[0], t + x[1], c + x[2])
-        });
-        Ok((count > 0.0).then(|| Validation {
-            loss: model / count,
-            time_course: course / count,
-        }))
+            .all_gather(&[mine.model, mine.time_course, mine.batches as f64])?;
+        let all: Vec<ValidationSums> = all
+            .chunks(3)
+            .map(|x| ValidationSums {
+                model: x[0],
+                time_course: x[1],
+                batches: x[2] as usize,
+            })
+            .collect();
+        Ok(ValidationSums::combine(&all))
     }
 
     /// Writes a checkpoint of the current state under the run's `checkpoints/` folder
@@ -790,7 +447,7 @@ impl Trainer {
         let written = if self.rank == 0 {
             let state = TrainState {
                 step: self.step,
-                total_steps: self.total_steps,
+                total_steps: self.plan.total_steps,
                 sampler: self.loader.state(),
                 world_size: self.world,
                 seed: self.config.seed,
@@ -827,13 +484,13 @@ impl Trainer {
 
     /// Runs to the end: logging, validation and checkpoints as configured.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunEnd> {
-        self.run_until(self.total_steps, observer)
+        self.run_until(self.plan.total_steps, observer)
     }
 
     /// Runs until `stop` steps are done (at most the run's total), as [`Trainer::run`].
     /// Only rank 0 writes files and talks to the observer.
     pub fn run_until(&mut self, stop: u64, observer: &mut dyn Observer) -> Result<RunEnd> {
-        let stop = stop.min(self.total_steps);
+        let stop = stop.min(self.plan.total_steps);
         let lead = self.rank == 0;
         let mut silent = Silent;
         let observer: &mut dyn Observer = if lead { observer } else { &mut silent };
@@ -847,14 +504,13 @@ impl Trainer {
         } else {
             None
         };
-        observer.start(self.step, self.total_steps);
+        observer.start(self.step, self.plan.total_steps);
         let started = Instant::now();
         let (mut window_trials, mut window_start, mut window_steps) =
             (0usize, Instant::now(), 0u64);
         let mut window_time = StepTimes::default();
         let (mut breakdown, mut breakdown_steps) = (StepTimes::default(), 0u64);
-        let train = self.config.train.clone();
-        let breakdown_every = self.config.distributed.breakdown_every;
+        let plan = self.plan.clone();
         while self.step < stop {
             let outcome = self.train_step()?;
             window_trials += outcome.trials;
@@ -868,7 +524,7 @@ impl Trainer {
                     self.step, self.skipped_steps
                 ));
             }
-            if breakdown_every > 0 && self.step % breakdown_every == 0 {
+            if plan.breakdown_at(self.step) {
                 let mean = breakdown.scaled(1.0 / breakdown_steps as f64);
                 observer.note(&format!(
                     "step {}: rank 0 time {}",
@@ -877,21 +533,20 @@ impl Trainer {
                 ));
                 (breakdown, breakdown_steps) = (StepTimes::default(), 0);
             }
-            let last = self.step == self.total_steps;
-            let validation =
-                if last || (train.validate_every > 0 && self.step % train.validate_every == 0) {
-                    let v = self.validate()?;
-                    match v {
-                        Some(v) => observer.note(&format!(
-                            "step {}: validation loss {:.5} (each unit's mean time course: {:.5})",
-                            self.step, v.loss, v.time_course
-                        )),
-                        None => observer.note("no validation trials: validation skipped"),
-                    }
-                    v
-                } else {
-                    None
-                };
+            let last = plan.is_last(self.step);
+            let validation = if plan.validates_at(self.step) {
+                let v = self.validate()?;
+                match v {
+                    Some(v) => observer.note(&format!(
+                        "step {}: validation loss {:.5} (each unit's mean time course: {:.5})",
+                        self.step, v.loss, v.time_course
+                    )),
+                    None => observer.note("no validation trials: validation skipped"),
+                }
+                v
+            } else {
+                None
+            };
             let val_loss = validation.as_ref().map(|v| v.loss);
             let record = StepRecord {
                 step: self.step,
@@ -907,7 +562,7 @@ impl Trainer {
                 skipped_steps: self.skipped_steps,
                 time: window_time.scaled(1.0 / window_steps.max(1) as f64),
             };
-            if self.step % train.log_every == 0 || last || val_loss.is_some() {
+            if plan.logs_at(self.step) {
                 if let Some(m) = metrics.as_mut() {
                     m.write(&record)?;
                 }
@@ -926,10 +581,7 @@ impl Trainer {
             {
                 observer.note(&format!("step {}: plots not drawn: {e}", self.step));
             }
-            if last
-                || stopping
-                || (train.checkpoint_every > 0 && self.step % train.checkpoint_every == 0)
-            {
+            if stopping || plan.checkpoints_at(self.step) {
                 let path = self.save_checkpoint()?;
                 observer.note(&format!(
                     "step {}: checkpoint {}",
@@ -947,223 +599,4 @@ impl Trainer {
         }
         Ok(RunEnd::Finished)
     }
-}
-
-/// A short hash of which entries a mask scores (for debug logs that compare ranks).
-fn masked_fingerprint(scored: &[f32]) -> u64 {
-    scored
-        .iter()
-        .enumerate()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, (i, &v)| {
-            if v > 0.0 {
-                (h ^ i as u64).wrapping_mul(0x100_0000_01b3)
-            } else {
-                h
-            }
-        })
-}
-
-/// The mean masked loss of `model` on the validation split (the first `max_batches`
-/// batches; 0 = all), `None` without validation trials. Masks come from a stream fixed by
-/// the seed.
-pub fn validation_loss(
-    model: &Ndt,
-    dataset: &Dataset,
-    map: &SessionMap,
-    config: &RunConfig,
-    max_batches: usize,
-) -> Result<Option<f64>> {
-    let sums = validation_sums(model, dataset, map, config, max_batches, (0, 1), None)?;
-    Ok((sums.batches > 0).then(|| sums.model / sums.batches as f64))
-}
-
-/// Loss sums over the validation batches one rank computed.
-struct ValidationSums {
-    model: f64,
-    time_course: f64,
-    batches: usize,
-}
-
-/// Sum and count of the validation batch losses that fall to `rank` of `world` (batch
-/// `i` of the plan goes to rank `i mod world`).
-fn validation_sums(
-    model: &Ndt,
-    dataset: &Dataset,
-    map: &SessionMap,
-    config: &RunConfig,
-    max_batches: usize,
-    (rank, world): (usize, usize),
-    courses: Option<&[Option<Vec<f32>>]>,
-) -> Result<ValidationSums> {
-    let device = model.device();
-    let mean = config.train.loss == LossReduction::Mean;
-    let counts = dataset.trial_counts(Split::Val);
-    let (mut total, mut course_total, mut batches, mut mine) = (0.0f64, 0.0f64, 0usize, 0usize);
-    'sessions: for (ds_index, &n) in counts.iter().enumerate() {
-        let Some(session) = map.model_index[ds_index] else {
-            continue;
-        };
-        let trials: Vec<u32> = (0..n as u32).collect();
-        for chunk in trials.chunks(config.data.batch_size) {
-            if max_batches > 0 && batches >= max_batches {
-                break 'sessions;
-            }
-            let index = batches;
-            batches += 1;
-            if index % world != rank {
-                continue;
-            }
-            let batch = dataset.read_batch(ds_index, Split::Val, chunk)?;
-            let mut rng = stream(config.seed, &[ds_index as u64, index as u64, 0x76616c]);
-            let (scheme, prompt) = config.masking.scheme.choose(&mut rng);
-            let masked = mask_batch(
-                &batch,
-                scheme,
-                &map.regions[ds_index],
-                config.masking.ratios(),
-                &mut rng,
-            );
-            let shape = [batch.len(), batch.n_bins, batch.n_units];
-            if let Some(course) = courses.and_then(|c| c[ds_index].as_deref()) {
-                let per_trial = course.len();
-                let (mut sum, mut scored) = (0.0f64, 0usize);
-                for (i, (&y, &s)) in batch.spikes.iter().zip(&masked.scored).enumerate() {
-                    if s > 0.0 {
-                        let l = f64::from(course[i % per_trial]);
-                        sum += l.exp() - f64::from(y) * l;
-                        scored += 1;
-                    }
-                }
-                course_total += if mean {
-                    sum / scored.max(1) as f64
-                } else {
-                    sum
-                };
-            }
-            let out = model.forward(
-                tensor3(masked.input, shape, &device),
-                session,
-                prompt,
-                scheme.causal(),
-            );
-            let loss = masked_poisson_nll(
-                out,
-                tensor3(batch.spikes.clone(), shape, &device),
-                tensor3(masked.scored, shape, &device),
-                mean,
-            );
-            total += f64::from(loss.into_scalar::<f32>());
-            mine += 1;
-            dataset.recycle(batch);
-        }
-    }
-    Ok(ValidationSums {
-        model: total,
-        time_course: course_total,
-        batches: mine,
-    })
-}
-
-/// `metrics.jsonl` and `metrics.csv`, appended as the run goes. On resume, lines past the
-/// checkpoint's step (written after it, before a crash) are dropped, so each step appears
-/// once.
-struct MetricsFiles {
-    jsonl: std::fs::File,
-    csv: std::fs::File,
-}
-
-const CSV_HEADER: &str =
-    "step,epoch,loss,lr,grad_norm,trials_per_s,elapsed_s,val_loss,val_time_course";
-
-impl MetricsFiles {
-    fn open(dir: &Path, resumed_step: u64) -> Result<Self> {
-        let jsonl_path = dir.join("metrics.jsonl");
-        let csv_path = dir.join("metrics.csv");
-        let keep = |line: &str, step_of: &dyn Fn(&str) -> Option<u64>| {
-            step_of(line).is_some_and(|s| s <= resumed_step)
-        };
-        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
-        let json_step = |line: &str| {
-            serde_json::from_str::<StepRecord>(line)
-                .ok()
-                .map(|r| r.step)
-        };
-        let csv_step = |line: &str| line.split(',').next()?.parse::<u64>().ok();
-        let kept_json: Vec<String> = read(&jsonl_path)
-            .lines()
-            .filter(|l| keep(l, &json_step))
-            .map(str::to_string)
-            .collect();
-        let kept_csv: Vec<String> = read(&csv_path)
-            .lines()
-            .filter(|l| keep(l, &csv_step))
-            .map(str::to_string)
-            .collect();
-        let write_all =
-            |path: &Path, header: Option<&str>, lines: &[String]| -> Result<std::fs::File> {
-                let mut f = std::fs::File::create(path).map_err(TrainError::io(path))?;
-                let mut text = String::new();
-                if let Some(h) = header {
-                    text.push_str(h);
-                    text.push('\n');
-                }
-                for l in lines {
-                    text.push_str(l);
-                    text.push('\n');
-                }
-                f.write_all(text.as_bytes()).map_err(TrainError::io(path))?;
-                Ok(f)
-            };
-        Ok(Self {
-            jsonl: write_all(&jsonl_path, None, &kept_json)?,
-            csv: write_all(&csv_path, Some(CSV_HEADER), &kept_csv)?,
-        })
-    }
-
-    fn write(&mut self, r: &StepRecord) -> Result<()> {
-        let json = serde_json::to_string(r).expect("records serialise");
-        let optional = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let csv = format!(
-            "{},{},{},{},{},{},{},{},{}",
-            r.step,
-            r.epoch,
-            r.loss,
-            r.lr,
-            r.grad_norm,
-            r.trials_per_s,
-            r.elapsed_s,
-            optional(r.val_loss),
-            optional(r.val_time_course)
-        );
-        writeln!(self.jsonl, "{json}")
-            .and_then(|_| writeln!(self.csv, "{csv}"))
-            .and_then(|_| self.jsonl.flush())
-            .and_then(|_| self.csv.flush())
-            .map_err(|e| TrainError::Io {
-                path: PathBuf::from("metrics.jsonl"),
-                source: e,
-            })
-    }
-}
-
-/// Generates `data.synthesize` at `data.root` when that is a local folder that does not
-/// exist yet. Returns whether it generated anything.
-pub fn prepare_data(config: &RunConfig) -> Result<bool> {
-    let Some(synth) = &config.data.synthesize else {
-        return Ok(false);
-    };
-    let root = &config.data.root;
-    let Some(path) = mtm_dataloader::store::local_path(root) else {
-        return Ok(false);
-    };
-    if path.exists() {
-        return Ok(false);
-    }
-    mtm_dataloader::synth::write_local_dataset(
-        &path,
-        synth,
-        mtm_dataloader::WriteOptions::default(),
-        |_, _| {},
-    )?;
-    Ok(true)
 }

@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use burn::module::Module;
+use mtm_tests::TestRun;
 use mtm_trainer::config::{RunConfig, Task};
-use mtm_trainer::eval::{self, EvalOptions, TaskScore};
+use mtm_trainer::eval::{self, EvalOptions};
+use mtm_trainer::report::{self, TaskScore};
 use mtm_trainer::train::{self, Trainer};
 
 /// flex draws dropout and initial weights from one process-wide generator: tests that
@@ -17,34 +19,20 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn config(dir: &Path, extra: &[&str]) -> RunConfig {
-    let text = format!(
-        r#"
-out_dir = "{out}"
-seed = 1
-[data]
-root = "{data}"
-batch_size = 16
-[data.synthesize]
-sessions = 1
-seed = 2
-units = [50, 50]
-trials = [300, 300]
-regions = [3, 3]
-[model]
-stitch_dim = 32
-hidden = 32
-layers = 1
-heads = 2
-mlp = 64
-[train]
-steps = 1
-"#,
-        out = dir.join("run").display(),
-        data = dir.join("data").display(),
-    );
-    let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let config = RunConfig::parse(&text, "test", &overrides).unwrap();
-    train::prepare_data(&config).unwrap();
+    let config = TestRun::new(dir)
+        .sessions(1, 2, (50, 50), (300, 300), (3, 3))
+        .model(32, 1)
+        .with(|c| {
+            c.seed = 1;
+            c.data.batch_size = 16;
+            c.train.steps = 1;
+            c.train.lr = 1e-4;
+            c.train.log_every = 10;
+            c.eval.rows_per_pass = 256;
+        })
+        .set(extra)
+        .config();
+    mtm_trainer::data::prepare_data(&config).unwrap();
     config
 }
 
@@ -119,7 +107,7 @@ fn true_rates_score_the_ceiling_above_the_baseline_on_every_activity_task() {
     // mean-rate null on co-smoothing.
     let co = report.sessions[0].tasks[0].score.baseline().unwrap();
     assert!(co > 0.02, "co-smoothing baseline {co}");
-    let table = eval::table(&report);
+    let table = report::table(&report);
     assert!(table.contains("smoothing + GLM baseline"), "{table}");
     assert!(table.contains("true rates (ceiling)"), "{table}");
 }

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use mtm_trainer::checkpoint;
+use mtm_tests::TestRun;
+use mtm_trainer::artifact::{Artifact, ArtifactKind};
 use mtm_trainer::config::RunConfig;
-use mtm_trainer::train::{self, Silent, Trainer};
+use mtm_trainer::train::{Silent, Trainer};
 
 /// flex draws dropout and initial weights from one process-wide generator: tests that
 /// train take turns.
@@ -18,42 +19,23 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn config(dir: &Path, run: &str, extra: &[&str]) -> RunConfig {
-    let text = format!(
-        r#"
-out_dir = "{out}"
-seed = 3
-[data]
-root = "{data}"
-batch_size = 8
-[data.synthesize]
-sessions = 2
-seed = 5
-units = [20, 30]
-trials = [120, 150]
-regions = [2, 3]
-[model]
-stitch_dim = 16
-hidden = 16
-layers = 1
-heads = 2
-mlp = 32
-dropout = 0.1
-embed_dropout = 0.1
-[train]
-steps = 6
-lr = 3e-3
-clip_grad_norm = 1.0
-accumulate = 2
-log_every = 1
-checkpoint_every = 3
-keep_checkpoints = 0
-"#,
-        out = dir.join(run).display(),
-        data = dir.join("data").display(),
-    );
-    let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let config = RunConfig::parse(&text, "test", &overrides).unwrap();
-    train::prepare_data(&config).unwrap();
+    let config = TestRun::new(dir)
+        .sessions(2, 5, (20, 30), (120, 150), (2, 3))
+        .with(|c| {
+            c.out_dir = dir.join(run);
+            c.seed = 3;
+            c.model.dropout = 0.1;
+            c.model.embed_dropout = 0.1;
+            c.train.steps = 6;
+            c.train.lr = 3e-3;
+            c.train.clip_grad_norm = 1.0;
+            c.train.accumulate = 2;
+            c.train.checkpoint_every = 3;
+            c.train.keep_checkpoints = 0;
+        })
+        .set(extra)
+        .config();
+    mtm_trainer::data::prepare_data(&config).unwrap();
     config
 }
 
@@ -94,7 +76,10 @@ fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
 
     let weights = |run: &RunConfig| {
         let dir = run.out_dir.join("checkpoints/step-00000006");
-        let (_, _, model) = checkpoint::load_for_inference(&dir, &Device::flex()).unwrap();
+        let model = Artifact::open(&dir)
+            .unwrap()
+            .model(&Device::flex())
+            .unwrap();
         parameters(&model)
     };
     let (a, b) = (weights(&straight), weights(&interrupted));
@@ -138,10 +123,11 @@ fn a_checkpoint_reloads_to_identical_predictions() {
     trainer.run(&mut Silent).unwrap();
     let live = trainer.model().valid();
     let device = Device::flex();
-    let (path, stored_config, loaded) =
-        checkpoint::load_for_inference(&config.out_dir, &device).unwrap();
-    assert!(path.ends_with("step-00000006"));
-    assert_eq!(stored_config, config);
+    let artifact = Artifact::open(&config.out_dir).unwrap();
+    assert_eq!(artifact.kind, ArtifactKind::Run);
+    let loaded = artifact.model(&device).unwrap();
+    assert!(artifact.dir.ends_with("step-00000006"));
+    assert_eq!(artifact.config, config);
     assert_eq!(loaded.sessions(), live.sessions());
     for (session, spec) in live.sessions().iter().enumerate() {
         let values: Vec<f32> = (0..4 * 100 * spec.n_units)

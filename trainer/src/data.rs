@@ -1,0 +1,161 @@
+//! What a run reads: the synthetic dataset generated on first use, the sessions it trains
+//! on and how the dataset's sessions map onto the model's, and each session's mean time
+//! course (the reference printed beside the validation loss, and the heads' initial rates).
+
+use mtm_dataloader::dataset::Dataset;
+use mtm_dataloader::session::Split;
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::masking;
+use crate::model::{Ndt, SessionSpec};
+
+/// Generates `data.synthesize` at `data.root` when that is a local folder that does not
+/// exist yet. Returns whether it generated anything.
+pub fn prepare_data(config: &RunConfig) -> Result<bool> {
+    let Some(synth) = &config.data.synthesize else {
+        return Ok(false);
+    };
+    let root = &config.data.root;
+    let Some(path) = mtm_dataloader::store::local_path(root) else {
+        return Ok(false);
+    };
+    if path.exists() {
+        return Ok(false);
+    }
+    mtm_dataloader::synth::write_local_dataset(
+        &path,
+        synth,
+        mtm_dataloader::WriteOptions::default(),
+        |_, _| {},
+    )?;
+    Ok(true)
+}
+
+/// Per-session facts the loop needs: model index and unit regions as small integers.
+#[derive(Clone, Debug)]
+pub struct SessionMap {
+    /// Model session index for each dataset session (None: not trained on).
+    pub model_index: Vec<Option<usize>>,
+    /// Region index of each unit, per dataset session.
+    pub regions: Vec<Vec<usize>>,
+}
+
+impl SessionMap {
+    /// Maps the dataset's sessions onto the model's.
+    pub fn new(dataset: &Dataset, model_sessions: &[SessionSpec]) -> Self {
+        let model_index = dataset
+            .sessions
+            .iter()
+            .map(|s| model_sessions.iter().position(|m| m.eid == s.eid))
+            .collect();
+        let regions = dataset
+            .sessions
+            .iter()
+            .map(|s| masking::region_indices(&s.regions))
+            .collect();
+        Self {
+            model_index,
+            regions,
+        }
+    }
+
+    /// Trials of `split` per dataset session, 0 for the sessions the model does not train
+    /// on (so that no plan ever holds them).
+    pub fn trial_counts(&self, dataset: &Dataset, split: Split) -> Vec<usize> {
+        dataset
+            .trial_counts(split)
+            .into_iter()
+            .zip(&self.model_index)
+            .map(|(n, m)| if m.is_some() { n } else { 0 })
+            .collect()
+    }
+}
+
+/// Each dataset session's mean time course: the log of each unit's mean count in each bin,
+/// `(T, N)`, over the first 256 training trials (floored at 1e-4 for silent units); `None`
+/// for sessions the model does not train on. It is the reference the validation loss is
+/// printed beside (a model that does not beat it has not used the other units) and, with
+/// `train.init_rates`, where each head's bias starts.
+pub fn time_courses(dataset: &Dataset, map: &SessionMap) -> Result<Vec<Option<Vec<f32>>>> {
+    let mut out = Vec::with_capacity(dataset.sessions.len());
+    for (ds, session) in dataset.sessions.iter().enumerate() {
+        let n = session.trials(Split::Train).min(256);
+        if map.model_index[ds].is_none() || n == 0 {
+            out.push(None);
+            continue;
+        }
+        let trials: Vec<u32> = (0..n as u32).collect();
+        let batch = dataset.read_batch(ds, Split::Train, &trials)?;
+        let per_trial = batch.n_bins * batch.n_units;
+        let mut sums = vec![0.0f64; per_trial];
+        for trial in batch.spikes.chunks(per_trial) {
+            for (s, &c) in sums.iter_mut().zip(trial) {
+                *s += f64::from(c);
+            }
+        }
+        dataset.recycle(batch);
+        out.push(Some(
+            sums.iter()
+                .map(|s| (s / n as f64).max(1e-4).ln() as f32)
+                .collect(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Sets each head's bias to the log of its unit's mean count per bin (the time course
+/// averaged over bins); the values depend on the data alone, so every rank sets the same.
+pub(crate) fn init_rates(mut model: Ndt, map: &SessionMap, courses: &[Option<Vec<f32>>]) -> Ndt {
+    for (ds, course) in courses.iter().enumerate() {
+        let (Some(index), Some(course)) = (map.model_index[ds], course) else {
+            continue;
+        };
+        let n = model.sessions()[index].n_units;
+        let bins = course.len() / n;
+        let mut mean = vec![0.0f64; n];
+        for row in course.chunks(n) {
+            for (m, &l) in mean.iter_mut().zip(row) {
+                *m += f64::from(l).exp() / bins as f64;
+            }
+        }
+        let bias: Vec<f32> = mean.iter().map(|m| m.max(1e-4).ln() as f32).collect();
+        model = model.with_head_bias(index, &bias);
+    }
+    model
+}
+
+/// Sessions a run trains on: the configured eids, or every session of the dataset.
+pub fn select_sessions(config: &RunConfig, dataset: &Dataset) -> Result<Vec<SessionSpec>> {
+    let wanted: Vec<&str> = if config.data.sessions.is_empty() {
+        dataset.sessions.iter().map(|s| s.eid.as_str()).collect()
+    } else {
+        config.data.sessions.iter().map(String::as_str).collect()
+    };
+    wanted
+        .into_iter()
+        .map(|eid| {
+            let s = dataset
+                .sessions
+                .iter()
+                .find(|s| s.eid == eid)
+                .ok_or_else(|| {
+                    TrainError::Mismatch(format!(
+                        "data.sessions names {eid}, which is not in {}",
+                        dataset.root
+                    ))
+                })?;
+            if s.n_bins != config.model.n_bins {
+                return Err(TrainError::Mismatch(format!(
+                    "session {eid} has {} bins per trial, the model {} (model.n_bins)",
+                    s.n_bins, config.model.n_bins
+                )));
+            }
+            Ok(SessionSpec {
+                eid: s.eid.clone(),
+                n_units: s.n_units,
+                regions: s.regions.clone(),
+            })
+        })
+        .collect()
+}

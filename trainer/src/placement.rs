@@ -1,0 +1,43 @@
+//! Where a rank runs: its collective and the device it computes on.
+
+use burn::prelude::*;
+use mtm_cluster::{Collective, SingleProcess};
+
+use crate::config::DeviceKind;
+use crate::error::{Result, TrainError};
+
+/// Where this process sits: its collective (rank, world) and its rank on its node (which
+/// GPU it uses).
+pub struct Placement {
+    /// The collective of the run.
+    pub comm: Box<dyn Collective>,
+    /// Rank among the processes of this node.
+    pub local_rank: usize,
+}
+
+impl Placement {
+    /// A run of one process.
+    pub fn single() -> Self {
+        Self {
+            comm: Box::new(SingleProcess),
+            local_rank: 0,
+        }
+    }
+}
+
+/// The device a rank computes on: the CPU, or GPU `local_rank`.
+pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Device::cuda(local_rank)),
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => {
+            let _ = local_rank;
+            Err(TrainError::Config {
+                origin: "distributed.device".into(),
+                message: "`cuda` needs mtm built with `--features cuda` (see the README)".into(),
+            })
+        }
+    }
+}
