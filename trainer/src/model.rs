@@ -286,6 +286,26 @@ impl burn::module::ModuleVisitor for Materialize {
 }
 
 impl Ndt {
+    /// Every parameter value, in the model's fixed parameter order (the order of the flat
+    /// gradient buffer).
+    pub fn parameter_values(&self) -> Vec<f32> {
+        struct Collect(Vec<f32>);
+        impl burn::module::ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.extend(
+                    param
+                        .val()
+                        .into_data()
+                        .try_into_vec::<f32>()
+                        .expect("parameters are f32"),
+                );
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        self.visit(&mut collect);
+        collect.0
+    }
+
     /// The device the parameters live on.
     pub fn device(&self) -> Device {
         self.positions.val().device()

@@ -5,8 +5,6 @@
 //! parameters AdamW steps) without another round trip. Before the first step, the ranks
 //! check that they start from the same parameters ([`check_same_parameters`]).
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
 use mtm_cluster::{Collective, CollectiveError, ReduceOp};
 
 use crate::model::Ndt;
@@ -85,24 +83,13 @@ impl StepAgreement {
 
 /// A fingerprint of every parameter value, in the model's fixed parameter order.
 fn parameter_fingerprint(model: &Ndt) -> u64 {
-    struct Fnv(u64);
-    impl ModuleVisitor for Fnv {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let values = param
-                .val()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("parameters are f32");
-            for v in values {
-                for b in v.to_bits().to_le_bytes() {
-                    self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-                }
-            }
-        }
-    }
-    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
-    model.visit(&mut fnv);
-    fnv.0
+    model
+        .parameter_values()
+        .into_iter()
+        .flat_map(f32::to_le_bytes)
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 /// Checks that every rank starts from rank 0's parameters (same seed, checkpoint and

@@ -39,20 +39,6 @@ fn config(dir: &Path, run: &str, extra: &[&str]) -> RunConfig {
     config
 }
 
-/// Every parameter value, in the model's field order.
-fn parameters(model: &mtm_trainer::model::Ndt) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl burn::module::ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            self.0
-                .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
-
 #[test]
 fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
     let _lock = lock();
@@ -80,7 +66,7 @@ fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
             .unwrap()
             .model(&Device::flex())
             .unwrap();
-        parameters(&model)
+        model.parameter_values()
     };
     let (a, b) = (weights(&straight), weights(&interrupted));
     assert_eq!(a.len(), b.len());
