@@ -19,6 +19,14 @@ pub enum ReduceOp {
 /// other variants are returned.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectiveError {
+    /// Slurm's `sbatch` could not submit a job script.
+    #[error("sbatch {script}: {message}")]
+    Submit {
+        /// The script.
+        script: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The backend could not be started.
     #[error("cannot start the {backend} backend: {message}")]
     Init {

@@ -13,6 +13,42 @@ pub enum Starter {
     Mpirun,
 }
 
+impl Starter {
+    /// How it starts the ranks, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Starter::Srun => "srun --mpi=pmix",
+            Starter::Mpirun => "mpirun",
+        }
+    }
+}
+
+/// The variable Slurm sets to the task's index in a job array.
+pub const ARRAY_TASK_ID_VAR: &str = "SLURM_ARRAY_TASK_ID";
+
+/// Submits the job script at `script` with `sbatch`; returns what sbatch printed (the job
+/// id).
+pub fn submit(script: &std::path::Path) -> Result<String, crate::CollectiveError> {
+    let failed = |message: String| crate::CollectiveError::Submit {
+        script: script.to_path_buf(),
+        message,
+    };
+    let output = std::process::Command::new("sbatch")
+        .arg(script)
+        .output()
+        .map_err(|e| {
+            failed(format!(
+                "cannot run sbatch ({e}): is this a Slurm login node?"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// The resources of a Slurm job (the `[slurm]` table of a run configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

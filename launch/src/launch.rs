@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use mtm_cluster::slurm::{Starter, sbatch_script, shell_quote};
+use mtm_cluster::slurm::{sbatch_script, shell_quote};
 use mtm_trainer::config::{DeviceKind, RunConfig};
 
 /// Launchers.
@@ -125,24 +125,10 @@ fn slurm(args: SlurmArgs) -> Result<ExitCode> {
         } else {
             format!("{} CPU(s) per rank", request.cpus_per_task)
         },
-        match request.starter {
-            Starter::Srun => "srun --mpi=pmix",
-            Starter::Mpirun => "mpirun",
-        }
+        request.starter.describe()
     );
     if args.submit {
-        let output = std::process::Command::new("sbatch")
-            .arg(&script_path)
-            .output()
-            .context("running sbatch (is this a Slurm login node?)")?;
-        if !output.status.success() {
-            bail!(
-                "sbatch {} failed: {}",
-                script_path.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        print!("{}", String::from_utf8_lossy(&output.stdout));
+        print!("{}", mtm_cluster::slurm::submit(&script_path)?);
     } else {
         eprintln!("submit with: sbatch {}", script_path.display());
     }

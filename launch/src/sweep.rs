@@ -354,9 +354,10 @@ fn slurm_array(sweep: &SweepConfig, cells: &[Cell], path: &Path) -> Result<ExitC
     let sweep_path = cwd.join(path);
     // Each array task is one cell; its ranks are the base configuration's [slurm] request.
     let command = format!(
-        "{} sweep --config {} --cell $SLURM_ARRAY_TASK_ID",
+        "{} sweep --config {} --cell ${}",
         shell_quote(&exe.display().to_string()),
-        shell_quote(&sweep_path.display().to_string())
+        shell_quote(&sweep_path.display().to_string()),
+        mtm_cluster::slurm::ARRAY_TASK_ID_VAR
     );
     let name = sweep
         .out_dir
