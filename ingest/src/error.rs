@@ -43,6 +43,15 @@ pub enum IngestError {
         /// How many trials each rule removed.
         counts: String,
     },
+    /// A written session could not be moved into place (or its staging folder removed).
+    #[error("{path}: {source}", path = path.display())]
+    Place {
+        /// The folder.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the dataset failed.
     #[error(transparent)]
     Write(#[from] mtm_dataloader::DataError),

@@ -641,6 +641,7 @@ pub fn ingest(
     progress: &(dyn Fn(&Result<IngestReport>) + Sync),
 ) -> Result<Vec<Result<IngestReport>>> {
     let root = Location::parse(out)?;
+    let local = mtm_dataloader::store::local_path(out);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<IngestReport>>>> =
         Mutex::new((0..sessions.len()).map(|_| None).collect());
@@ -655,14 +656,17 @@ pub fn ingest(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(arg) = sessions.get(i) else { break };
                     let result = convert_session(arg, options).and_then(|c| {
-                        runtime.block_on(write_session(
-                            &root,
-                            &c.info,
-                            &c.trials,
-                            WriteOptions {
-                                rows_per_group: options.rows_per_group,
-                            },
-                        ))?;
+                        let write = WriteOptions {
+                            rows_per_group: options.rows_per_group,
+                        };
+                        match &local {
+                            Some(dir) => {
+                                write_local_session(&runtime, dir, &c.info, &c.trials, write)
+                            }
+                            None => runtime
+                                .block_on(write_session(&root, &c.info, &c.trials, write))
+                                .map_err(IngestError::from),
+                        }?;
                         Ok(c.report)
                     });
                     progress(&result);
@@ -677,6 +681,38 @@ pub fn ingest(
         .into_iter()
         .map(|r| r.expect("every session was taken by a worker"))
         .collect())
+}
+
+/// Writes a session under the local folder `dir` through a staging folder
+/// (`.partial-{eid}`), renamed into place once its three splits are written: an ingest
+/// stopped by a signal or a crash never leaves a `{eid}_aligned` folder that looks whole.
+/// An object store has no rename; there a stopped ingest may leave a session with missing
+/// splits, which `mtm data inspect` reports.
+fn write_local_session(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    info: &SessionInfo,
+    trials: &[Vec<TrialRecord>; 3],
+    options: WriteOptions,
+) -> Result<()> {
+    let place = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| IngestError::Place { path, source }
+    };
+    let staging = dir.join(format!(".partial-{}", info.eid));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(place(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(place(&staging))?;
+    let staging_root = Location::parse(&staging.display().to_string())?;
+    runtime.block_on(write_session(&staging_root, info, trials, options))?;
+    let name = format!("{}_aligned", info.eid);
+    let target = dir.join(&name);
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(place(&target))?;
+    }
+    std::fs::rename(staging.join(&name), &target).map_err(place(&target))?;
+    std::fs::remove_dir_all(&staging).map_err(place(&staging))
 }
 
 #[cfg(test)]

@@ -169,6 +169,12 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         let model = trainer.model().valid();
         let mut options = EvalOptions::from_config(&session_config);
         options.sessions = vec![eid.clone()];
+        eprintln!(
+            "session {}/{} {eid}: evaluating on the {} split",
+            i + 1,
+            held_out.len(),
+            options.split.name()
+        );
         let report = run_eval(&model, &dataset, &options)?;
         rows.extend(report.sessions);
     }

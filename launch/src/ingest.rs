@@ -20,6 +20,8 @@ pub enum IngestCommand {
     /// region of their peak channel; splits trials 70/10/20 with a seeded shuffle; and
     /// writes `{eid}_aligned/data/{split}-00000-of-00001.parquet` under --out. Sessions
     /// convert in parallel; a session that fails is reported and the others still written.
+    /// In a local folder a session appears only once its three splits are written (staged
+    /// in `.partial-{eid}`), so Ctrl-C never leaves one that looks whole.
     Alf(AlfArgs),
 }
 

@@ -155,16 +155,17 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
     assert_eq!(state["world_size"], 2);
 }
 
-/// Starts `command` (stderr to a file), waits until stderr contains `marker`, sends
-/// SIGINT and returns how the process ended and how long after the signal.
+/// Starts `command` (stdout and stderr to a file), waits until the file contains
+/// `marker`, sends SIGINT and returns how the process ended and how long after the signal.
 fn ctrl_c_after(
     mut command: Command,
     log: &Path,
     marker: &str,
 ) -> (std::process::ExitStatus, Duration, String) {
+    let file = std::fs::File::create(log).unwrap();
     let mut child = command
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
         .spawn()
         .expect("starts");
     let started = Instant::now();
@@ -302,4 +303,133 @@ fn ctrl_c_during_synth_leaves_no_dataset_that_looks_whole() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("synthetic.json").is_file() && !staging.exists());
+}
+
+/// Killed by SIGINT (the default action), or exited with 130 after handling it.
+fn stopped_by_ctrl_c(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    !status.success() && (status.signal() == Some(2) || status.code() == Some(130))
+}
+
+#[test]
+fn ctrl_c_during_finetune_evaluation_stops_at_once_and_writes_no_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let mut finetune = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    finetune.args([
+        "finetune",
+        "--config",
+        config.to_str().unwrap(),
+        "--scratch",
+    ]);
+    // A few steps, then an evaluation made long on purpose: one trial copy per pass.
+    finetune.args(["--set", "train.steps=3", "--set", "eval.rows_per_pass=1"]);
+    let log = dir.path().join("finetune.log");
+    let (status, took, log) = ctrl_c_after(finetune, &log, "evaluating on the test split");
+    assert!(stopped_by_ctrl_c(status), "{status:?}: {log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the signal"
+    );
+    assert!(!dir.path().join("run/finetune-report.json").exists());
+}
+
+#[test]
+fn ctrl_c_during_a_benchmark_stops_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    // The paper-sized step takes seconds; a thousand of them would take an hour.
+    bench.args(["bench", "step", "--steps", "1000"]);
+    let log = dir.path().join("bench.log");
+    let (status, took, log) = ctrl_c_after(bench, &log, "parameters, B=");
+    assert!(stopped_by_ctrl_c(status), "{status:?}: {log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the signal"
+    );
+}
+
+#[test]
+fn ctrl_c_during_ingest_leaves_no_session_that_looks_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = mtm_tests::run_python(
+        "make_alf.py",
+        &[
+            dir.path().to_str().unwrap(),
+            "--units",
+            "120",
+            "--trials",
+            "400",
+            "--duration",
+            "2000",
+        ],
+    );
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    let folder = made["folder"].as_str().unwrap();
+    let out = dir.path().join("dataset");
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_mtm"));
+    ingest.args([
+        "ingest",
+        "alf",
+        "--jobs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    for i in 0..40 {
+        ingest.args([
+            "--session",
+            &format!("00000000-0000-4000-8000-{i:012}={folder}"),
+        ]);
+    }
+    let mut child = ingest
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a session is being written (its staging folder exists).
+    let started = Instant::now();
+    let writing = || {
+        std::fs::read_dir(&out).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
+        })
+    };
+    while !writing() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "ingest never wrote"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "ingest ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(stopped_by_ctrl_c(status), "{status:?}");
+    // Every session folder that looks like one holds all three splits.
+    let mut whole = 0;
+    for entry in std::fs::read_dir(&out).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with("_aligned") {
+            for split in ["train", "val", "test"] {
+                let file = entry
+                    .path()
+                    .join(format!("data/{split}-00000-of-00001.parquet"));
+                assert!(
+                    file.is_file(),
+                    "{name} has no {split} split after the signal"
+                );
+            }
+            whole += 1;
+        }
+    }
+    assert!(whole < 40, "the ingest had finished before the signal");
 }
