@@ -21,6 +21,9 @@ use clap::{Parser, Subcommand};
 /// authors published: `{eid}_aligned/data/{train,val,test}-*.parquet`. Start with
 /// `mtm synth --out data/synthetic` and `mtm data inspect data/synthetic`.
 ///
+/// The science (data layout, model, masking schemes, metrics, protocol) is written down in
+/// the repository's `docs/science.md`; "spec §N" below refers to its sections.
+///
 /// Logging: set MTM_LOG (e.g. `MTM_LOG=debug`). Object-store credentials and endpoints come
 /// from the standard AWS_*, GOOGLE_* and AZURE_* environment variables.
 #[derive(Parser, Debug)]

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use mtm_cluster::slurm::{sbatch_script, shell_quote};
 use mtm_dataloader::{Dataset, Split};
-use mtm_sweep::fit::fit_with_intervals;
+use mtm_sweep::fit::{FitsFile, SeriesFit, fit_with_intervals};
 use mtm_sweep::grid::{Cell, SweepConfig};
 use mtm_sweep::plot::{Series, plot};
 use mtm_sweep::results::{self, METRICS, Row};
@@ -421,7 +421,7 @@ fn report(path: &Path) -> Result<ExitCode> {
             let fit = fit_with_intervals(&points, 1000, 0);
             match &fit {
                 Some(f) => println!(
-                    "{metric:<10} {masking:<17} {model:<8} {:>7} {:>8.4} [{:.4}, {:.4}] {:>9.3} [{:.3}, {:.3}]{}",
+                    "{metric:<10} {masking:<17} {model:<8} {:>7} {:>8.4} [{:.4}, {:.4}] {:>9.3} [{:.3}, {:.3}]  {}{}",
                     points.len(),
                     f.fit.y_inf,
                     f.y_inf_ci[0],
@@ -429,10 +429,11 @@ fn report(path: &Path) -> Result<ExitCode> {
                     f.fit.alpha,
                     f.alpha_ci[0],
                     f.alpha_ci[1],
-                    if f.fit.determined() {
+                    f.trend().describe(),
+                    if f.determined() {
                         ""
                     } else {
-                        "  alpha on the search edge: not determined by these points"
+                        "; exponent not determined by these points"
                     }
                 ),
                 None => println!(
@@ -440,14 +441,15 @@ fn report(path: &Path) -> Result<ExitCode> {
                     points.len()
                 ),
             }
-            fits.push(serde_json::json!({
-                "metric": metric,
-                "masking": masking,
-                "model": model,
-                "points": points,
-                "determined": fit.as_ref().is_some_and(|f| f.fit.determined()),
-                "fit": fit,
-            }));
+            fits.push(SeriesFit {
+                metric: metric.to_string(),
+                masking: masking.clone(),
+                model: model.clone(),
+                points: points.clone(),
+                determined: fit.as_ref().is_some_and(|f| f.determined()),
+                trend: fit.as_ref().map(|f| f.trend()),
+                fit: fit.clone(),
+            });
             series.push(Series {
                 label: if groups.iter().any(|g| &g.1 != model) {
                     format!("{masking} ({model})")
@@ -474,10 +476,10 @@ fn report(path: &Path) -> Result<ExitCode> {
     let fits_path = sweep.out_dir.join("fits.json");
     std::fs::write(
         &fits_path,
-        serde_json::to_string_pretty(&serde_json::json!({
-            "model": "y(n) = y_inf - b * n^(-alpha), n = pretraining sessions; 95% intervals from 1000 bootstrap resamples of the points",
-            "fits": fits,
-        }))?,
+        serde_json::to_string_pretty(&FitsFile {
+            model: "y(n) = y_inf - b * n^(-alpha), n = pretraining sessions; 95% intervals from 1000 bootstrap resamples of the points".into(),
+            fits,
+        })?,
     )?;
     eprintln!(
         "{} rows; fits in {}; plots (SVG, PNG) in {}",

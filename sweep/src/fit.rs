@@ -38,6 +38,30 @@ impl PowerLaw {
     }
 }
 
+/// Which way a fitted curve goes as the data grows, judged by the interval of `b` (the curve
+/// rises with `n` exactly when `b > 0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trend {
+    /// The whole interval of `b` is above 0.
+    Rises,
+    /// The whole interval of `b` is below 0.
+    Falls,
+    /// The interval of `b` contains 0: flat within what the points say.
+    Flat,
+}
+
+impl Trend {
+    /// In words, for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Trend::Rises => "rises with more sessions",
+            Trend::Falls => "FALLS with more sessions",
+            Trend::Flat => "flat within its interval",
+        }
+    }
+}
+
 /// A fit with 95 % bootstrap intervals (percentiles 2.5 and 97.5) of each parameter.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FitWithIntervals {
@@ -51,6 +75,59 @@ pub struct FitWithIntervals {
     pub alpha_ci: [f64; 2],
     /// Bootstrap resamples that could be fitted (at least 3 distinct n).
     pub resamples: usize,
+}
+
+impl FitWithIntervals {
+    /// Whether the points determine the curve: the exponent's whole interval lies inside
+    /// the search range (off both edges, so it excludes 0), and the direction of the curve
+    /// is known (the interval of `b` excludes 0). A point estimate inside the range is not
+    /// enough: an interval spanning the range says the exponent could be anything.
+    pub fn determined(&self) -> bool {
+        self.resamples > 0
+            && self.fit.determined()
+            && self.alpha_ci[0] > 0.011
+            && self.alpha_ci[1] < 2.99
+            && self.trend() != Trend::Flat
+    }
+
+    /// Which way the curve goes (see [`Trend`]).
+    pub fn trend(&self) -> Trend {
+        if self.b_ci[0] > 0.0 {
+            Trend::Rises
+        } else if self.b_ci[1] < 0.0 {
+            Trend::Falls
+        } else {
+            Trend::Flat
+        }
+    }
+}
+
+/// One fitted series of a sweep report (an entry of `fits.json`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesFit {
+    /// The metric (a results column).
+    pub metric: String,
+    /// The masking scheme of the series.
+    pub masking: String,
+    /// The model size of the series.
+    pub model: String,
+    /// `(pretraining sessions, value)`, one per cell (every seed).
+    pub points: Vec<(f64, f64)>,
+    /// See [`FitWithIntervals::determined`].
+    pub determined: bool,
+    /// See [`FitWithIntervals::trend`]; `None` without a fit.
+    pub trend: Option<Trend>,
+    /// The fit, `None` with fewer than 3 session counts.
+    pub fit: Option<FitWithIntervals>,
+}
+
+/// `fits.json`: every series' fit, and the model they fit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FitsFile {
+    /// The fitted model, in words.
+    pub model: String,
+    /// The series.
+    pub fits: Vec<SeriesFit>,
 }
 
 /// Least squares of `y = y_inf - b x` with `x = n^(-alpha)`: (y_inf, b, sse).
@@ -208,6 +285,37 @@ mod tests {
             "{r:?}"
         );
         assert!(r.y_inf_ci[1] - r.y_inf_ci[0] < 0.1, "{r:?}");
+    }
+
+    #[test]
+    fn an_interval_spanning_the_range_or_a_flat_curve_is_not_determined() {
+        let t = truth();
+        let determined = FitWithIntervals {
+            fit: t,
+            y_inf_ci: [0.3, 0.32],
+            b_ci: [0.2, 0.24],
+            alpha_ci: [0.4, 0.7],
+            resamples: 1000,
+        };
+        assert!(determined.determined());
+        assert_eq!(determined.trend(), Trend::Rises);
+        // As the shipped quick sweep reported MtM co-smoothing: alpha anywhere in the range.
+        let anywhere = FitWithIntervals {
+            alpha_ci: [0.0001, 3.01],
+            ..determined.clone()
+        };
+        assert!(anywhere.fit.determined() && !anywhere.determined());
+        let flat = FitWithIntervals {
+            b_ci: [-0.05, 0.1],
+            ..determined.clone()
+        };
+        assert_eq!(flat.trend(), Trend::Flat);
+        assert!(!flat.determined());
+        let falling = FitWithIntervals {
+            b_ci: [-0.3, -0.1],
+            ..determined
+        };
+        assert_eq!(falling.trend(), Trend::Falls);
     }
 
     #[test]
