@@ -169,8 +169,9 @@ fn print_cells(sweep: &SweepConfig, cells: &[Cell]) -> Result<()> {
         );
     }
     println!(
-        "{} cells; held out: {}; fine-tuning {} steps per held-out session; output in {}",
+        "{} cells; pretraining budget: {}; held out: {}; fine-tuning {} steps per held-out session; output in {}",
         cells.len(),
+        sweep.budget.describe(),
         sweep.held_out.join(", "),
         sweep.budget.finetune_steps,
         sweep.out_dir.display()
@@ -272,6 +273,8 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
         .filter(|(s, _)| pre.data.sessions.contains(&s.eid))
         .map(|(_, &n)| n)
         .sum();
+    let trials_seen =
+        state.step * (cell.batch_size * state.world_size * pre.train.accumulate) as u64;
     Ok(Some(Row {
         run_id: cell.id.clone(),
         sessions: cell.sessions as u64,
@@ -283,6 +286,9 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
         parameters: parameters(&checkpoint_dir.join("model.safetensors"))?,
         steps: state.step,
         batch_size: cell.batch_size as u64,
+        budget_rule: sweep.budget.rule.name().to_string(),
+        trials_seen,
+        epochs_seen: trials_seen as f64 / trials.max(1) as f64,
         co_smooth: mean(Task::CoSmooth),
         forward: mean(Task::Forward),
         intra: mean(Task::Intra),
@@ -394,6 +400,7 @@ fn report(path: &Path) -> Result<ExitCode> {
             path.display()
         );
     }
+    println!("pretraining budget: {}", sweep.budget.describe());
     let plots_dir = sweep.out_dir.join("plots");
     std::fs::create_dir_all(&plots_dir)?;
     let mut groups: Vec<(String, String)> = rows

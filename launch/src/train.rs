@@ -327,7 +327,7 @@ fn train_as(
     trainer.set_stop_flag(stop_on_signals()?);
     if !lead {
         return Ok(match trainer.run(&mut train::Silent)? {
-            RunEnd::Finished => ExitCode::SUCCESS,
+            RunEnd::Finished | RunEnd::Converged { .. } => ExitCode::SUCCESS,
             RunEnd::Stopped { step } => after_stop(step, false),
         });
     }

@@ -137,12 +137,22 @@ fn a_sweep_runs_resumes_and_reports() {
     assert!(col("co_smooth").parse::<f64>().is_ok(), "{csv}");
     assert!(col("co_smooth_baseline").parse::<f64>().is_ok(), "{csv}");
     assert!(col("tokens").parse::<u64>().unwrap() > 0);
+    // 4 steps of 16 trials (the budget's batch) on one rank; the passes over the pool follow.
+    assert_eq!(col("budget_rule"), "steps");
+    assert_eq!(col("trials_seen"), "64");
+    let epochs: f64 = col("epochs_seen").parse().unwrap();
+    let trials: f64 = col("trials").parse().unwrap();
+    assert!((epochs - 64.0 / trials).abs() < 1e-9, "{csv}");
     assert!(out.join("results.parquet").is_file());
     let (table, _) = ok(&["sweep", "--config", config, "--dry-run"]);
     assert_eq!(table.matches("  done").count(), 3, "{table}");
 
     let (fits, _) = ok(&["sweep", "report", "--config", config]);
     assert!(fits.contains("co_smooth"), "{fits}");
+    assert!(
+        fits.contains("pretraining budget: steps = clamp(2 + 1 x sessions, 2, 10)"),
+        "{fits}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("fits.json")).unwrap()).unwrap();
     assert!(!json["fits"].as_array().unwrap().is_empty());

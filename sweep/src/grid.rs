@@ -69,12 +69,47 @@ pub struct ModelSize {
     pub set: Vec<String>,
 }
 
-/// Pretraining steps and batch size of a cell with `n` sessions:
-/// `steps = clamp(steps_base + steps_per_session * n, min_steps, max_steps)` and
+/// How a cell's pretraining length is decided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetRule {
+    /// `steps = clamp(steps_base + steps_per_session * n, min_steps, max_steps)`. Unless
+    /// the steps grow in proportion to the data, each session is seen less as `n` grows:
+    /// the curve then measures under-training as much as data.
+    #[default]
+    Steps,
+    /// `epochs` passes over each cell's own pretraining trials: the steps grow with the
+    /// data, every session is seen as often in every cell.
+    Epochs,
+    /// Train until the validation loss has not improved for `patience` validations (one
+    /// every `validate_every` steps), at most `max_steps`: each cell trained to convergence.
+    Converge,
+}
+
+impl BudgetRule {
+    /// Its name in the sweep file and in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetRule::Steps => "steps",
+            BudgetRule::Epochs => "epochs",
+            BudgetRule::Converge => "converge",
+        }
+    }
+}
+
+/// Pretraining length and batch size of a cell with `n` sessions: the length by `rule`,
 /// `batch = min(round(batch_base * n^batch_exponent), max_batch)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Budget {
+    /// How the pretraining length is decided (`steps`, `epochs` or `converge`).
+    pub rule: BudgetRule,
+    /// Passes over the cell's pretraining trials (rule `epochs`).
+    pub epochs: u64,
+    /// Validations without a new best before stopping (rule `converge`).
+    pub patience: u64,
+    /// Steps between validations (rule `converge`).
+    pub validate_every: u64,
     /// Steps every cell gets.
     pub steps_base: u64,
     /// Steps added per pretraining session (more data, more steps).
@@ -96,6 +131,10 @@ pub struct Budget {
 impl Default for Budget {
     fn default() -> Self {
         Self {
+            rule: BudgetRule::Steps,
+            epochs: 10,
+            patience: 3,
+            validate_every: 250,
             steps_base: 0,
             steps_per_session: 500,
             min_steps: 500,
@@ -217,6 +256,15 @@ impl SweepConfig {
         if b.min_steps > b.max_steps || b.batch_base == 0 || b.max_batch == 0 {
             out.push("budget: min_steps <= max_steps, batch_base and max_batch >= 1".into());
         }
+        match b.rule {
+            BudgetRule::Epochs if b.epochs == 0 => {
+                out.push("budget: rule \"epochs\" needs epochs >= 1".into());
+            }
+            BudgetRule::Converge if b.patience == 0 || b.validate_every == 0 => {
+                out.push("budget: rule \"converge\" needs patience and validate_every >= 1".into());
+            }
+            _ => {}
+        }
         out
     }
 
@@ -268,6 +316,17 @@ impl SweepConfig {
         config.masking.scheme = masking(cell, &origin)?;
         config.seed = cell.seed;
         config.train.steps = cell.steps;
+        match self.budget.rule {
+            BudgetRule::Steps => {}
+            BudgetRule::Epochs => {
+                config.train.steps = 0;
+                config.train.epochs = self.budget.epochs;
+            }
+            BudgetRule::Converge => {
+                config.train.early_stop_patience = self.budget.patience;
+                config.train.validate_every = self.budget.validate_every;
+            }
+        }
         config.data.batch_size = cell.batch_size;
         config.eval.after_training = false;
         Ok(config.validated(&origin)?)
@@ -305,9 +364,32 @@ fn masking(cell: &Cell, origin: &str) -> Result<Masking> {
 }
 
 impl Budget {
-    /// Pretraining steps with `n` sessions.
+    /// Pretraining steps with `n` sessions: by the `steps` rule's formula, the cap under
+    /// `converge`, and 0 (the epochs decide) under `epochs`.
     pub fn steps(&self, n: usize) -> u64 {
-        (self.steps_base + self.steps_per_session * n as u64).clamp(self.min_steps, self.max_steps)
+        match self.rule {
+            BudgetRule::Steps => (self.steps_base + self.steps_per_session * n as u64)
+                .clamp(self.min_steps, self.max_steps),
+            BudgetRule::Epochs => 0,
+            BudgetRule::Converge => self.max_steps,
+        }
+    }
+
+    /// The rule in words, for the report.
+    pub fn describe(&self) -> String {
+        match self.rule {
+            BudgetRule::Steps => format!(
+                "steps = clamp({} + {} x sessions, {}, {})",
+                self.steps_base, self.steps_per_session, self.min_steps, self.max_steps
+            ),
+            BudgetRule::Epochs => {
+                format!("{} epochs over each cell's pretraining trials", self.epochs)
+            }
+            BudgetRule::Converge => format!(
+                "to convergence: stop after {} validations without a new best (one every {} steps), at most {} steps",
+                self.patience, self.validate_every, self.max_steps
+            ),
+        }
     }
 
     /// Trials per batch with `n` sessions.
@@ -386,6 +468,45 @@ finetune_steps = 50
         let fine = config.finetune_config(&cells[3], &base_text).unwrap();
         assert_eq!(fine.data.sessions, ["e", "f"]);
         assert_eq!(fine.train.steps, 50);
+    }
+
+    #[test]
+    fn each_budget_rule_sets_the_documented_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sweep(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let with = |lines: &str| {
+            std::fs::write(
+                &path,
+                text.replace("[budget]\n", &format!("[budget]\n{lines}\n")),
+            )
+            .unwrap();
+            SweepConfig::load(&path)
+        };
+        // epochs: the trainer's epochs decide, the same passes over every cell's pool.
+        let (config, _, base) = with("rule = \"epochs\"\nepochs = 7").unwrap();
+        for cell in config.cells() {
+            let pre = config.pretrain_config(&cell, &base).unwrap();
+            assert_eq!((pre.train.steps, pre.train.epochs), (0, 7));
+            assert_eq!(pre.train.early_stop_patience, 0);
+        }
+        // converge: at most max_steps, stopping on the validation loss.
+        let (config, _, base) =
+            with("rule = \"converge\"\npatience = 4\nvalidate_every = 25").unwrap();
+        let pre = config.pretrain_config(&config.cells()[0], &base).unwrap();
+        assert_eq!(pre.train.steps, 800);
+        assert_eq!(
+            (pre.train.early_stop_patience, pre.train.validate_every),
+            (4, 25)
+        );
+        assert!(config.budget.describe().contains("at most 800 steps"));
+        // A rule without what it needs is explained.
+        let err = with("rule = \"converge\"\npatience = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs patience"), "{err}");
+        let err = with("rule = \"steady\"").unwrap_err().to_string();
+        assert!(err.contains("steady"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,15 @@ pub struct Row {
     pub steps: u64,
     /// Trials per batch.
     pub batch_size: u64,
+    /// The sweep's budget rule (`steps`, `epochs` or `converge`).
+    #[serde(default)]
+    pub budget_rule: String,
+    /// Pretraining trials seen: steps x trials per step over every rank.
+    #[serde(default)]
+    pub trials_seen: u64,
+    /// Passes over the pretraining trials: `trials_seen / trials`.
+    #[serde(default)]
+    pub epochs_seen: f64,
     /// Held-out co-smoothing bits per spike (mean over held-out sessions).
     pub co_smooth: Option<f64>,
     /// Held-out forward-prediction bits per spike.
@@ -137,7 +146,7 @@ fn csv_field(v: &str) -> String {
 pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut csv = String::from(
-        "run_id,sessions,trials,tokens,masking,model,seed,parameters,steps,batch_size,co_smooth,forward,intra,inter,choice,whisker,co_smooth_baseline,forward_baseline,intra_baseline,inter_baseline,wall_time_s,world_size,git_commit,config_hash\n",
+        "run_id,sessions,trials,tokens,masking,model,seed,parameters,steps,batch_size,budget_rule,trials_seen,epochs_seen,co_smooth,forward,intra,inter,choice,whisker,co_smooth_baseline,forward_baseline,intra_baseline,inter_baseline,wall_time_s,world_size,git_commit,config_hash\n",
     );
     for r in rows {
         csv.push_str(
@@ -152,6 +161,9 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
                 r.parameters.to_string(),
                 r.steps.to_string(),
                 r.batch_size.to_string(),
+                csv_field(&r.budget_rule),
+                r.trials_seen.to_string(),
+                r.epochs_seen.to_string(),
                 opt(r.co_smooth),
                 opt(r.forward),
                 opt(r.intra),
@@ -198,6 +210,9 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
         Field::new("parameters", DataType::UInt64, false),
         Field::new("steps", DataType::UInt64, false),
         Field::new("batch_size", DataType::UInt64, false),
+        Field::new("budget_rule", DataType::Utf8, false),
+        Field::new("trials_seen", DataType::UInt64, false),
+        Field::new("epochs_seen", DataType::Float64, false),
     ];
     let mut columns = vec![
         text(|r| &r.run_id),
@@ -210,6 +225,9 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
         int(|r| r.parameters),
         int(|r| r.steps),
         int(|r| r.batch_size),
+        text(|r| &r.budget_rule),
+        int(|r| r.trials_seen),
+        float(&|r| Some(r.epochs_seen)),
     ];
     for (name, get) in METRICS.into_iter().chain(BASELINES) {
         fields.push(Field::new(name, DataType::Float64, true));
@@ -259,6 +277,9 @@ mod tests {
             parameters: 1234,
             steps: 500,
             batch_size: 16,
+            budget_rule: "epochs".into(),
+            trials_seen: 8000,
+            epochs_seen: 80.0 / sessions as f64,
             co_smooth,
             forward: Some(0.01),
             intra: None,
@@ -298,7 +319,7 @@ mod tests {
             .unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        assert_eq!(batches[0].num_columns(), 24);
+        assert_eq!(batches[0].num_columns(), 27);
         assert_ne!(config_hash("a"), config_hash("b"));
     }
 }

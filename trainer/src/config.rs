@@ -247,6 +247,11 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Compute the validation loss every this many steps (and at the end); 0 = only at the end.
     pub validate_every: u64,
+    /// Stop early once this many validations in a row have not lowered the best validation
+    /// loss (train to convergence; needs `validate_every`); 0 = always run every step. The
+    /// run ends with a checkpoint of the step it stopped at. A resumed run starts counting
+    /// anew.
+    pub early_stop_patience: u64,
     /// Validation batches per validation (0 = the whole validation split).
     pub validate_batches: usize,
     /// Write a checkpoint every this many steps (and at the end); 0 = only at the end.
@@ -278,6 +283,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             keep_checkpoints: 2,
             init_rates: true,
+            early_stop_patience: 0,
         }
     }
 }
@@ -452,6 +458,9 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&t.beta2) {
             out.push(format!("train.beta2 must lie in [0, 1), not {}", t.beta2));
+        }
+        if t.early_stop_patience > 0 && t.validate_every == 0 {
+            out.push("train.early_stop_patience needs train.validate_every".into());
         }
         if t.accumulate == 0 || t.log_every == 0 {
             out.push("train.accumulate and train.log_every must be at least 1".into());

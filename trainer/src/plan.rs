@@ -26,6 +26,8 @@ pub struct RunPlan {
     pub validate_every: Option<NonZeroU64>,
     /// Validation batches (`None`: the whole split).
     pub validate_batches: Option<NonZeroUsize>,
+    /// Stop once this many validations in a row have not improved on the best.
+    pub early_stop_patience: Option<NonZeroU64>,
     /// Checkpoint every this many steps (and always after the last).
     pub checkpoint_every: Option<NonZeroU64>,
     /// Log rank 0's step-time breakdown every this many steps.
@@ -66,6 +68,7 @@ impl RunPlan {
             log_every: every(train.log_every).unwrap_or(NonZeroU64::MIN),
             validate_every: every(train.validate_every),
             validate_batches: NonZeroUsize::new(train.validate_batches),
+            early_stop_patience: every(train.early_stop_patience),
             checkpoint_every: every(train.checkpoint_every),
             breakdown_every: every(config.distributed.breakdown_every),
             bucket_elems: NonZeroUsize::new(config.distributed.bucket_elems())

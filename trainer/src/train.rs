@@ -40,7 +40,7 @@ use crate::placement::{Placement, compute_device};
 use crate::plan::RunPlan;
 use crate::schedule::OneCycle;
 use crate::sync::StepReport;
-use crate::validation::{Validation, ValidationSums, validation_sums};
+use crate::validation::{Convergence, Validation, ValidationSums, validation_sums};
 
 /// What the loop tells its observer (the command line's progress bar).
 pub trait Observer {
@@ -99,10 +99,12 @@ pub struct Trainer {
     pub skipped_steps: u64,
     stop_flag: Option<Arc<AtomicBool>>,
     stop_agreed: bool,
+    /// The validation losses seen, for early stopping.
+    convergence: Convergence,
 }
 
 /// How [`Trainer::run_until`] ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RunEnd {
     /// The requested steps are done.
     Finished,
@@ -111,6 +113,16 @@ pub enum RunEnd {
     Stopped {
         /// The last step done.
         step: u64,
+    },
+    /// `train.early_stop_patience` validations in a row did not improve on the best
+    /// validation loss: every rank stopped after the same step, with a checkpoint of it.
+    Converged {
+        /// The last step done.
+        step: u64,
+        /// The step of the best validation loss.
+        best_step: u64,
+        /// The best validation loss.
+        best_loss: f64,
     },
 }
 
@@ -216,6 +228,7 @@ impl Trainer {
             skipped_steps: 0,
             stop_flag: None,
             stop_agreed: false,
+            convergence: Convergence::default(),
         })
     }
 
@@ -548,6 +561,13 @@ impl Trainer {
                 None
             };
             let val_loss = validation.as_ref().map(|v| v.loss);
+            // Every rank holds the same validation loss, so every rank decides the same.
+            let converged = match (val_loss, plan.early_stop_patience) {
+                (Some(loss), Some(patience)) if !last => {
+                    self.convergence.record(loss, self.step, patience.get())
+                }
+                _ => false,
+            };
             let record = StepRecord {
                 step: self.step,
                 epoch: outcome.epoch,
@@ -572,7 +592,7 @@ impl Trainer {
                 window_start = Instant::now();
             }
             observer.step(&record);
-            let stopping = self.stop_agreed && !last;
+            let stopping = (self.stop_agreed || converged) && !last;
             // Redrawn whenever there is a new validation point, and at the end, so that a
             // run can be watched; a picture that fails to draw does not stop training.
             if metrics.is_some()
@@ -588,6 +608,19 @@ impl Trainer {
                     self.step,
                     path.display()
                 ));
+            }
+            if converged {
+                let (best_loss, best_step) =
+                    self.convergence.best.expect("a validation was recorded");
+                observer.note(&format!(
+                    "step {}: converged: {} validations without a loss below {best_loss:.5} (step {best_step})",
+                    self.step, self.convergence.since_best
+                ));
+                return Ok(RunEnd::Converged {
+                    step: self.step,
+                    best_step,
+                    best_loss,
+                });
             }
             if stopping {
                 observer.note(&format!(

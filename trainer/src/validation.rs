@@ -29,6 +29,31 @@ pub struct Validation {
     pub time_course: f64,
 }
 
+/// The best validation loss so far and how many validations in a row have not improved on
+/// it: the rule of `train.early_stop_patience`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Convergence {
+    /// The lowest validation loss and its step.
+    pub best: Option<(f64, u64)>,
+    /// Validations since the best.
+    pub since_best: u64,
+}
+
+impl Convergence {
+    /// Records the validation loss of `step`; true once `patience` validations in a row
+    /// have not lowered the best.
+    pub fn record(&mut self, loss: f64, step: u64, patience: u64) -> bool {
+        match self.best {
+            Some((best, _)) if loss >= best => self.since_best += 1,
+            _ => {
+                self.best = Some((loss, step));
+                self.since_best = 0;
+            }
+        }
+        patience > 0 && self.since_best >= patience
+    }
+}
+
 /// Loss sums over the validation batches one rank computed.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ValidationSums {
@@ -126,4 +151,25 @@ pub fn validation_sums(
         loader.recycle(batch);
     }
     Ok(sums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn convergence_waits_for_patience_validations_without_a_new_best() {
+        let mut c = Convergence::default();
+        let losses = [0.5, 0.4, 0.41, 0.39, 0.395, 0.40];
+        let stops: Vec<bool> = losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| c.record(l, i as u64, 2))
+            .collect();
+        assert_eq!(stops, [false, false, false, false, false, true]);
+        assert_eq!(c.best, Some((0.39, 3)));
+        // Patience 0 never stops.
+        let mut never = Convergence::default();
+        assert!((0..10).all(|i| !never.record(1.0, i, 0)));
+    }
 }

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use mtm_tests::TestRun;
 use mtm_trainer::artifact::{Artifact, ArtifactKind};
 use mtm_trainer::config::RunConfig;
-use mtm_trainer::train::{Silent, Trainer};
+use mtm_trainer::train::{RunEnd, Silent, Trainer};
 
 /// flex draws dropout and initial weights from one process-wide generator: tests that
 /// train take turns.
@@ -222,4 +222,48 @@ fn non_finite_gradients_stop_the_run_or_skip_the_step_as_configured() {
     trainer.run(&mut Silent).unwrap();
     assert_eq!(trainer.step, 12, "the run goes on to its end");
     assert!(trainer.skipped_steps > 0, "some steps were skipped");
+}
+
+#[test]
+fn a_run_that_stops_improving_ends_early_with_a_checkpoint() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate far below any parameter's precision: the weights never change, so
+    // the validation loss never improves on the first.
+    let flat = config(
+        dir.path(),
+        "flat",
+        &[
+            "train.lr=1e-30",
+            "train.steps=20",
+            "train.validate_every=1",
+            "train.early_stop_patience=2",
+            "train.checkpoint_every=0",
+        ],
+    );
+    let mut trainer = Trainer::new(flat.clone(), None).unwrap();
+    let end = trainer.run(&mut Silent).unwrap();
+    let RunEnd::Converged {
+        step, best_step, ..
+    } = end
+    else {
+        panic!("the run did not converge early: {end:?}");
+    };
+    assert_eq!((step, best_step), (3, 1));
+    assert!(flat.out_dir.join("checkpoints/step-00000003").is_dir());
+    // The same run that learns goes on to the end.
+    let learning = config(
+        dir.path(),
+        "learning",
+        &[
+            "train.steps=6",
+            "train.validate_every=1",
+            "train.early_stop_patience=3",
+        ],
+    );
+    let end = Trainer::new(learning, None)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    assert_eq!(end, RunEnd::Finished);
 }
