@@ -10,6 +10,7 @@
 //! [`Sampler`].
 
 pub mod dataset;
+mod dynamics;
 pub mod error;
 pub mod inspect;
 pub mod loader;
@@ -28,5 +29,5 @@ pub use loader::{Loader, PrefetchConfig};
 pub use sampler::{BatchPlan, Sampler, SamplerState};
 pub use session::{Behaviour, BehaviourValues, Session, Split};
 pub use store::Location;
-pub use synth::SynthConfig;
+pub use synth::{Dynamics, SynthConfig};
 pub use writer::{SessionInfo, TrialRecord, WriteOptions};

@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
 
+use crate::dynamics::{LATENT, System};
 use crate::error::{DataError, Result};
 use crate::session::assign_splits;
 use crate::store::Location;
@@ -58,6 +59,28 @@ pub struct SynthConfig {
     /// positive loading (mean 1, sd 0.3). A model that reads the whole trial can estimate it;
     /// smoothing over 50 ms barely can. 0 (default) leaves it out and the data unchanged.
     pub trial_state: f64,
+    /// Where the latent activity comes from: `independent` (default: task latents and
+    /// region-private latents drawn per session) or `shared` (one nonlinear dynamical
+    /// system of interacting regions that every session records a part of, see
+    /// `dynamics.rs`: the benchmark with known transfer between sessions).
+    pub dynamics: Dynamics,
+    /// The last this many sessions draw their trial count from `data_poor_trials` instead
+    /// of `trials` (held-out sessions with little data, where pretraining should help).
+    pub data_poor_sessions: usize,
+    /// Fewest and most trials of the data-poor sessions (before the 70/10/20 split).
+    pub data_poor_trials: (usize, usize),
+}
+
+/// Where a synthetic session's latent activity comes from (see [`SynthConfig::dynamics`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dynamics {
+    /// Task latents and region-private latents drawn per session.
+    #[default]
+    Independent,
+    /// One dynamical system shared by every session; sessions differ in the regions they
+    /// record and in their units' readouts.
+    Shared,
 }
 
 impl Default for SynthConfig {
@@ -72,6 +95,9 @@ impl Default for SynthConfig {
             binsize: 0.02,
             wheel: true,
             trial_state: 0.0,
+            dynamics: Dynamics::Independent,
+            data_poor_sessions: 0,
+            data_poor_trials: (30, 60),
         }
     }
 }
@@ -87,6 +113,7 @@ impl SynthConfig {
             ("units", self.units),
             ("trials", self.trials),
             ("regions", self.regions),
+            ("data_poor_trials", self.data_poor_trials),
         ] {
             if lo == 0 || lo > hi {
                 return bad(format!("{name}: need 1 <= min <= max, got {lo}..{hi}"));
@@ -101,8 +128,14 @@ impl SynthConfig {
                 self.units.0, self.regions.1
             ));
         }
-        if self.trials.0 < 10 {
+        if self.trials.0 < 10 || self.data_poor_trials.0 < 10 {
             return bad("at least 10 trials per session, so that every split has some".into());
+        }
+        if self.data_poor_sessions > self.sessions {
+            return bad(format!(
+                "data_poor_sessions ({}) exceeds sessions ({})",
+                self.data_poor_sessions, self.sessions
+            ));
         }
         if !(0.0..=3.0).contains(&self.trial_state) {
             return bad(format!(
@@ -213,7 +246,12 @@ fn generate(
     let rng = &mut stream(config.seed, &[index as u64]);
     let (t_bins, dt) = (config.n_bins, config.binsize);
     let n_units = rng.random_range(config.units.0..=config.units.1);
-    let n_trials = rng.random_range(config.trials.0..=config.trials.1);
+    let trials = if index + config.data_poor_sessions >= config.sessions {
+        config.data_poor_trials
+    } else {
+        config.trials
+    };
+    let n_trials = rng.random_range(trials.0..=trials.1);
     let n_regions = rng.random_range(config.regions.0..=config.regions.1.min(n_units));
 
     let mut pool = REGION_POOL.to_vec();
@@ -262,6 +300,26 @@ fn generate(
         vec![0.0; n_units]
     };
 
+    // Under shared dynamics: the system, each region's place in it, and each unit's
+    // readout of its region's state, from streams of their own (the main stream's draws
+    // stay those of independent data).
+    let shared_system = (config.dynamics == Dynamics::Shared).then(|| {
+        let readout_rng = &mut stream(config.seed, &[index as u64, 0x7265_6164]);
+        let pool_index: Vec<usize> = names
+            .iter()
+            .map(|n| {
+                REGION_POOL
+                    .iter()
+                    .position(|p| p == n)
+                    .expect("names come from the pool")
+            })
+            .collect();
+        let readout: Vec<[f64; LATENT]> = (0..n_units)
+            .map(|_| std::array::from_fn(|_| 0.6 * loading.sample(readout_rng)))
+            .collect();
+        (System::new(config.seed), pool_index, readout)
+    });
+
     // Session constants.
     let eid = uuid_like(rng);
     let mut depths = Vec::with_capacity(n_units);
@@ -299,7 +357,7 @@ fn generate(
     let mut dense = vec![0u32; t_bins * n_units];
     let mut rates: Vec<Vec<f32>> = Vec::new();
     let cap = 8.0f64.ln();
-    for &block in &blocks {
+    for (trial, &block) in blocks.iter().enumerate() {
         let side = if rng.random::<f64>() < block {
             -1.0
         } else {
@@ -350,6 +408,12 @@ fn generate(
                 private[t * n_regions + r] = state;
             }
         }
+        let latent = shared_system.as_ref().map(|(system, _, _)| {
+            let drive: Vec<[f64; LATENT]> = shared.iter().map(|z| [z[0], z[1], z[2]]).collect();
+            let noise = &mut stream(config.seed, &[index as u64, trial as u64, 0x6479_6e61]);
+            system.simulate(&drive, dt, noise)
+        });
+        let pool = REGION_POOL.len();
         let mut trial_rates = if keep_rates {
             vec![0.0f32; t_bins * n_units]
         } else {
@@ -361,14 +425,31 @@ fn generate(
                 let p = &private[t * n_regions + region_of[n]];
                 let ws = &w_shared[n];
                 let wp = &w_private[n];
-                let log_rate = log_base[n]
-                    + ws[0] * z[0]
-                    + ws[1] * z[1]
-                    + ws[2] * z[2]
-                    + ws[3] * z[3]
-                    + wp[0] * p[0]
-                    + wp[1] * p[1]
-                    + state_loading[n] * trial_state;
+                // The independent sum keeps its original order of additions, so that data
+                // generated before shared dynamics existed comes out bit for bit the same.
+                let log_rate = match (&shared_system, &latent) {
+                    (Some((_, pool_index, readout)), Some(x)) => {
+                        let state = &x[t * pool + pool_index[region_of[n]]];
+                        log_base[n]
+                            + readout[n]
+                                .iter()
+                                .zip(state)
+                                .map(|(w, v)| w * v)
+                                .sum::<f64>()
+                            + ws[3] * z[3]
+                            + state_loading[n] * trial_state
+                    }
+                    _ => {
+                        log_base[n]
+                            + ws[0] * z[0]
+                            + ws[1] * z[1]
+                            + ws[2] * z[2]
+                            + ws[3] * z[3]
+                            + wp[0] * p[0]
+                            + wp[1] * p[1]
+                            + state_loading[n] * trial_state
+                    }
+                };
                 dense[t * n_units + n] = poisson(rng, log_rate.exp().min(8.0));
                 if keep_rates {
                     trial_rates[t * n_units + n] = log_rate.min(cap) as f32;
@@ -543,6 +624,63 @@ mod tests {
         let spikes: i64 = trials.iter().map(|t| t.counts.iter().sum::<i64>()).sum();
         let rate = spikes as f64 / (trials.len() as f64 * n * 2.0);
         assert!((1.0..30.0).contains(&rate), "mean rate {rate} Hz");
+    }
+
+    #[test]
+    fn shared_dynamics_and_data_poor_sessions_are_as_documented() {
+        let config = SynthConfig {
+            sessions: 3,
+            seed: 5,
+            units: (30, 40),
+            trials: (100, 120),
+            regions: (3, 4),
+            dynamics: Dynamics::Shared,
+            data_poor_sessions: 1,
+            data_poor_trials: (20, 25),
+            ..SynthConfig::default()
+        };
+        config.validate().unwrap();
+        let trials = |s: &SyntheticSession| s.trials.iter().map(Vec::len).sum::<usize>();
+        let sessions: Vec<SyntheticSession> =
+            (0..3).map(|i| generate_session(&config, i)).collect();
+        assert!((100..=120).contains(&trials(&sessions[0])));
+        assert!((100..=120).contains(&trials(&sessions[1])));
+        assert!((20..=25).contains(&trials(&sessions[2])));
+        // The same seed gives the same data; independent dynamics give other counts.
+        let again = generate_session(&config, 1);
+        assert_eq!(again.trials[0], sessions[1].trials[0]);
+        let independent = generate_session(
+            &SynthConfig {
+                dynamics: Dynamics::Independent,
+                ..config.clone()
+            },
+            1,
+        );
+        assert_eq!(independent.info.eid, sessions[1].info.eid);
+        assert_ne!(independent.trials[0], sessions[1].trials[0]);
+        // Rates stay in the range of recordings: 0.1-40 Hz means per unit.
+        let session = &sessions[0];
+        let n = session.info.regions.len();
+        let mut counts = vec![0u64; n];
+        let mut bins = 0u64;
+        for t in &session.trials[0] {
+            bins += t.n_bins as u64;
+            for (i, &c) in t.indices.iter().zip(&t.counts) {
+                counts[*i as usize] += c as u64;
+            }
+        }
+        let mean_hz = counts.iter().sum::<u64>() as f64 / (n as f64 * bins as f64 * 0.02);
+        assert!((0.5..40.0).contains(&mean_hz), "mean rate {mean_hz} Hz");
+        let bad = SynthConfig {
+            data_poor_sessions: 4,
+            ..config
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("data_poor_sessions")
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mtm_dataloader::inspect::{self, Progress};
-use mtm_dataloader::{SynthConfig, WriteOptions};
+use mtm_dataloader::{Dynamics, SynthConfig, WriteOptions};
 
 /// Parses `MIN..MAX` (or a single number) into a range.
 pub fn parse_range(s: &str) -> Result<(usize, usize), String> {
@@ -54,6 +54,26 @@ pub struct SynthArgs {
     /// reading the whole trial can estimate well.
     #[arg(long, default_value_t = 0.0)]
     trial_state: f64,
+    /// `independent` (task and region-private latents per session) or `shared`: one
+    /// nonlinear dynamical system of interacting regions (with lags) that every session
+    /// records part of through its own units, the benchmark where pretraining on more
+    /// sessions should help a new one.
+    #[arg(long, default_value = "independent", value_parser = parse_dynamics)]
+    dynamics: Dynamics,
+    /// The last this many sessions get `--data-poor-trials` trials instead of `--trials`.
+    #[arg(long, default_value_t = 0)]
+    data_poor_sessions: usize,
+    /// Trials of each data-poor session, `MIN..MAX`.
+    #[arg(long, default_value = "30..60", value_parser = parse_range)]
+    data_poor_trials: (usize, usize),
+}
+
+fn parse_dynamics(s: &str) -> Result<Dynamics, String> {
+    match s {
+        "independent" => Ok(Dynamics::Independent),
+        "shared" => Ok(Dynamics::Shared),
+        other => Err(format!("`{other}`: expected independent or shared")),
+    }
 }
 
 /// `mtm synth`.
@@ -66,6 +86,9 @@ pub fn synth(args: SynthArgs) -> Result<ExitCode> {
         regions: args.regions,
         wheel: !args.no_wheel,
         trial_state: args.trial_state,
+        dynamics: args.dynamics,
+        data_poor_sessions: args.data_poor_sessions,
+        data_poor_trials: args.data_poor_trials,
         ..SynthConfig::default()
     };
     let bar = ProgressBar::new(config.sessions as u64).with_style(

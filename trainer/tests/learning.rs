@@ -38,9 +38,18 @@ fn config(dir: &Path, extra: &[&str]) -> RunConfig {
 
 #[test]
 fn true_rates_score_the_ceiling_above_the_baseline_on_every_activity_task() {
+    true_rates_score_the_ceiling(&[]);
+}
+
+#[test]
+fn under_shared_dynamics_true_rates_score_the_ceiling_too() {
+    true_rates_score_the_ceiling(&["data.synthesize.dynamics=shared"]);
+}
+
+fn true_rates_score_the_ceiling(generator: &[&str]) {
     let _lock = lock();
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &[]);
+    let config = config(dir.path(), generator);
     let trainer = Trainer::new(config.clone(), None).unwrap();
     let dataset = trainer.dataset().clone();
 
