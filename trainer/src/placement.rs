@@ -4,7 +4,7 @@ use burn::prelude::*;
 use mtm_cluster::{Collective, SingleProcess};
 
 use crate::config::DeviceKind;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 
 /// Where this process sits: its collective (rank, world) and its rank on its node (which
 /// GPU it uses).
@@ -34,7 +34,7 @@ pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => {
             let _ = local_rank;
-            Err(TrainError::Config {
+            Err(crate::error::TrainError::Config {
                 origin: "distributed.device".into(),
                 message: "`cuda` needs mtm built with `--features cuda` (see the README)".into(),
             })
