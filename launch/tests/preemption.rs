@@ -184,18 +184,19 @@ fn ctrl_c_after(
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    let (status, took) = ctrl_c(&mut child);
+    (status, took, std::fs::read_to_string(log).unwrap())
+}
+
+/// Sends SIGINT to `child` and waits for it: how it ended and how long after the signal.
+fn ctrl_c(child: &mut std::process::Child) -> (std::process::ExitStatus, Duration) {
     let signalled = Instant::now();
-    let status = Command::new("kill")
+    let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(status.success());
-    let status = child.wait().unwrap();
-    (
-        status,
-        signalled.elapsed(),
-        std::fs::read_to_string(log).unwrap(),
-    )
+    assert!(sent.success());
+    (child.wait().unwrap(), signalled.elapsed())
 }
 
 #[test]
@@ -268,16 +269,8 @@ fn ctrl_c_during_synth_leaves_no_dataset_that_looks_whole() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let signalled = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    assert!(signalled.elapsed() < Duration::from_secs(5));
+    let (status, took) = ctrl_c(&mut child);
+    assert!(took < Duration::from_secs(5));
     assert!(
         !status.success() && status.signal() == Some(2),
         "{status:?}"
@@ -403,16 +396,8 @@ fn ctrl_c_during_ingest_leaves_no_session_that_looks_whole() {
         assert!(child.try_wait().unwrap().is_none(), "ingest ended early");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let signalled = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    assert!(signalled.elapsed() < Duration::from_secs(5));
+    let (status, took) = ctrl_c(&mut child);
+    assert!(took < Duration::from_secs(5));
     assert!(stopped_by_ctrl_c(status), "{status:?}");
     // Every session folder that looks like one holds all three splits.
     let mut whole = 0;

@@ -248,31 +248,31 @@ pub fn export(checkpoint_path: &Path, out: &Path, dtype: WeightType) -> Result<E
     let device = Device::flex();
     let config = checkpoint::read_config(&dir)?;
     let weights_path = dir.join("model.safetensors");
+    // The weights are read once: for the model (the reference output) and for the export.
+    let checkpoint_tensors = weights::read_file(&weights_path)?;
     let model = weights::build(
         &config.model,
         &checkpoint::read_sessions(&dir)?,
-        &weights::read_file(&weights_path)?,
+        &checkpoint_tensors,
         &weights_path,
         &device,
     )?;
     let state = checkpoint::read_state(&dir).ok();
-    let bytes = std::fs::read(&weights_path).map_err(TrainError::io(&weights_path))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(&weights_path, e.to_string()))?;
     let mut tensors = BTreeMap::new();
     let mut parameters = 0usize;
-    for (name, view) in file.tensors() {
-        let (export, linear) = export_name(&name).ok_or_else(|| {
+    for (name, (shape, _, bytes)) in &checkpoint_tensors {
+        let (export, linear) = export_name(name).ok_or_else(|| {
             bad(
                 &weights_path,
                 format!("tensor `{name}` has no export name (another architecture?)"),
             )
         })?;
-        let (shape, values) = oriented(
-            view.shape().to_vec(),
-            decode(&view, &weights_path, &name)?,
-            linear,
-        );
+        // `read_file` hands every tensor over as little-endian f32.
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let (shape, values) = oriented(shape.clone(), values, linear);
         parameters += values.len();
         let (dt, data) = encode(&values, dtype);
         tensors.insert(export, (shape, dt, data));
