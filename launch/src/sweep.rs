@@ -11,13 +11,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use mtm_cluster::slurm::{sbatch_script, shell_quote};
 use mtm_dataloader::{Dataset, Split};
-use mtm_sweep::fit::{FitsFile, SeriesFit, fit_with_intervals};
-use mtm_sweep::grid::{Cell, SweepConfig};
-use mtm_sweep::plot::{Series, plot};
-use mtm_sweep::results::{self, METRICS, Row};
+use mtm_sweep::grid::{BudgetRule, Cell, SweepConfig};
+use mtm_sweep::results::{self, Row};
 use mtm_trainer::checkpoint;
+use mtm_trainer::config::RunConfig;
 use mtm_trainer::config::Task;
 use mtm_trainer::finetune::FinetuneReport;
+use mtm_trainer::report::Report;
 
 /// Arguments of `mtm sweep`.
 #[derive(Args, Debug)]
@@ -155,6 +155,13 @@ fn print_cells(sweep: &SweepConfig, cells: &[Cell]) -> Result<()> {
         "index", "run id", "sessions", "masking", "model", "seed", "steps", "batch"
     );
     for c in cells {
+        // The steps as the rule decides them: a pass count, a cap, or none from scratch.
+        let steps = match (c.pretrains(), sweep.budget.rule) {
+            (false, _) => "none".to_string(),
+            (true, BudgetRule::Epochs) => format!("{} ep", sweep.budget.epochs),
+            (true, BudgetRule::Converge) => format!("<={}", c.steps),
+            (true, BudgetRule::Steps) => c.steps.to_string(),
+        };
         println!(
             "{:>5}  {:<34} {:>8} {:<17} {:<10} {:>5} {:>7} {:>6}  {}",
             c.index,
@@ -163,7 +170,7 @@ fn print_cells(sweep: &SweepConfig, cells: &[Cell]) -> Result<()> {
             c.masking,
             c.model,
             c.seed,
-            c.steps,
+            steps,
             c.batch_size,
             status(sweep, c)?
         );
@@ -213,97 +220,144 @@ fn mtm(exe: &Path, args: &[&str]) -> Result<bool> {
     }
 }
 
-/// Pretrains, fine-tunes and evaluates one cell; `None` when stopped by a signal. An
-/// interrupted pretraining resumes from its checkpoint; an interrupted fine-tuning starts
-/// again (it is short).
+/// Pretrains (unless the cell is from scratch), fine-tunes and evaluates one cell; `None`
+/// when stopped by a signal. An interrupted pretraining resumes from its checkpoint; an
+/// interrupted fine-tuning starts again (it is short).
 fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Result<Option<Row>> {
     let dir = sweep.cell_dir(cell);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let pre = sweep.pretrain_config(cell, base_text)?;
     let fine = sweep.finetune_config(cell, base_text)?;
-    let (pre_path, fine_path) = (dir.join("pretrain.toml"), dir.join("finetune.toml"));
-    std::fs::write(&pre_path, pre.to_toml())?;
+    let fine_path = dir.join("finetune.toml").display().to_string();
     std::fs::write(&fine_path, fine.to_toml())?;
     let started = Instant::now();
-    if !mtm(
-        exe,
-        &[
-            "train",
-            "--config",
-            &pre_path.display().to_string(),
-            "--no-eval",
-        ],
-    )? {
-        return Ok(None);
-    }
+    let pre = if cell.pretrains() {
+        let pre = sweep.pretrain_config(cell, base_text)?;
+        let pre_path = dir.join("pretrain.toml").display().to_string();
+        std::fs::write(&pre_path, pre.to_toml())?;
+        if !mtm(exe, &["train", "--config", &pre_path])? {
+            return Ok(None);
+        }
+        Some(pre)
+    } else {
+        None
+    };
     let report_path = fine.out_dir.join("finetune-report.json");
     if !report_path.exists() {
         if fine.out_dir.exists() {
             std::fs::remove_dir_all(&fine.out_dir)
                 .with_context(|| format!("clearing {}", fine.out_dir.display()))?;
         }
-        if !mtm(
-            exe,
-            &[
-                "finetune",
-                "--config",
-                &fine_path.display().to_string(),
-                "--checkpoint",
-                &pre.out_dir.display().to_string(),
-            ],
-        )? {
+        let source = pre.as_ref().map(|p| p.out_dir.display().to_string());
+        let mut args = vec!["finetune", "--config", &fine_path];
+        if let Some(source) = &source {
+            args.extend(["--checkpoint", source]);
+        }
+        if !mtm(exe, &args)? {
             return Ok(None);
         }
     }
-    let text = std::fs::read_to_string(&report_path)
-        .with_context(|| format!("reading {}", report_path.display()))?;
-    let report = serde_json::from_str::<FinetuneReport>(&text)
-        .with_context(|| format!("reading {}", report_path.display()))?
-        .report;
-    let mean = |task| report.mean_of(task);
-    let baseline = |task| report.baseline_of(task);
-    let checkpoint_dir = checkpoint::resolve(&pre.out_dir)?;
-    let state = checkpoint::read_state(&checkpoint_dir)?;
-    let dataset = Dataset::open(&pre.data.root)?;
-    let counts = dataset.trial_counts(Split::Train);
-    let trials: usize = dataset
-        .sessions
-        .iter()
-        .zip(&counts)
-        .filter(|(s, _)| pre.data.sessions.contains(&s.eid))
-        .map(|(_, &n)| n)
-        .sum();
-    let trials_seen =
-        state.step * (cell.batch_size * state.world_size * pre.train.accumulate) as u64;
+    let report = read_json::<FinetuneReport>(&report_path)?.report;
+    let pretraining = match &pre {
+        Some(pre) => Pretraining::read(pre, cell)?,
+        None => Pretraining::default(),
+    };
     Ok(Some(Row {
         run_id: cell.id.clone(),
         sessions: cell.sessions as u64,
-        trials: trials as u64,
-        tokens: (trials * pre.model.n_bins) as u64,
+        trials: pretraining.trials,
+        tokens: pretraining.tokens,
         masking: cell.masking.clone(),
         model: cell.model.clone(),
         seed: cell.seed,
-        parameters: parameters(&checkpoint_dir.join("model.safetensors"))?,
-        steps: state.step,
+        parameters: pretraining.parameters,
+        steps: pretraining.steps,
         batch_size: cell.batch_size as u64,
         budget_rule: sweep.budget.rule.name().to_string(),
-        trials_seen,
-        epochs_seen: trials_seen as f64 / trials.max(1) as f64,
-        co_smooth: mean(Task::CoSmooth),
-        forward: mean(Task::Forward),
-        intra: mean(Task::Intra),
-        inter: mean(Task::Inter),
-        choice: mean(Task::Choice),
-        whisker: mean(Task::Whisker),
-        co_smooth_baseline: baseline(Task::CoSmooth),
-        forward_baseline: baseline(Task::Forward),
-        intra_baseline: baseline(Task::Intra),
-        inter_baseline: baseline(Task::Inter),
+        trials_seen: pretraining.trials_seen,
+        epochs_seen: pretraining.trials_seen as f64 / pretraining.trials.max(1) as f64,
+        co_smooth: report.mean_of(Task::CoSmooth),
+        forward: report.mean_of(Task::Forward),
+        intra: report.mean_of(Task::Intra),
+        inter: report.mean_of(Task::Inter),
+        choice: report.mean_of(Task::Choice),
+        whisker: report.mean_of(Task::Whisker),
+        co_smooth_baseline: report.baseline_of(Task::CoSmooth),
+        forward_baseline: report.baseline_of(Task::Forward),
+        intra_baseline: report.baseline_of(Task::Intra),
+        inter_baseline: report.baseline_of(Task::Inter),
+        co_smooth_ceiling: report.ceiling_of(Task::CoSmooth),
+        forward_ceiling: report.ceiling_of(Task::Forward),
+        intra_ceiling: report.ceiling_of(Task::Intra),
+        inter_ceiling: report.ceiling_of(Task::Inter),
+        own_co_smooth: pretraining
+            .own
+            .as_ref()
+            .and_then(|r| r.mean_of(Task::CoSmooth)),
+        own_co_smooth_baseline: pretraining
+            .own
+            .as_ref()
+            .and_then(|r| r.baseline_of(Task::CoSmooth)),
+        own_co_smooth_ceiling: pretraining
+            .own
+            .as_ref()
+            .and_then(|r| r.ceiling_of(Task::CoSmooth)),
         wall_time_s: started.elapsed().as_secs_f64(),
-        world_size: state.world_size as u64,
+        world_size: pretraining.world_size,
         git_commit: git_commit(),
-        config_hash: results::config_hash(&(pre.to_toml() + &fine.to_toml())),
+        config_hash: results::config_hash(
+            &(pre.as_ref().map(RunConfig::to_toml).unwrap_or_default() + &fine.to_toml()),
+        ),
     }))
+}
+
+/// What a cell's pretraining did: zeros for a cell from scratch.
+#[derive(Default)]
+struct Pretraining {
+    trials: u64,
+    tokens: u64,
+    parameters: u64,
+    steps: u64,
+    trials_seen: u64,
+    world_size: u64,
+    /// The evaluation on its own sessions' test trials, when the sweep scores it.
+    own: Option<Report>,
+}
+
+impl Pretraining {
+    fn read(pre: &RunConfig, cell: &Cell) -> Result<Self> {
+        let checkpoint_dir = checkpoint::resolve(&pre.out_dir)?;
+        let state = checkpoint::read_state(&checkpoint_dir)?;
+        let dataset = Dataset::open(&pre.data.root)?;
+        let counts = dataset.trial_counts(Split::Train);
+        let trials: usize = dataset
+            .sessions
+            .iter()
+            .zip(&counts)
+            .filter(|(s, _)| pre.data.sessions.contains(&s.eid))
+            .map(|(_, &n)| n)
+            .sum();
+        let own_path = pre.out_dir.join("eval-test.json");
+        Ok(Self {
+            trials: trials as u64,
+            tokens: (trials * pre.model.n_bins) as u64,
+            parameters: parameters(&checkpoint_dir.join("model.safetensors"))?,
+            steps: state.step,
+            trials_seen: state.step
+                * (cell.batch_size * state.world_size * pre.train.accumulate) as u64,
+            world_size: state.world_size as u64,
+            own: if pre.eval.after_training {
+                Some(read_json::<Report>(&own_path)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
 }
 
 fn parameters(path: &Path) -> Result<u64> {
@@ -400,99 +454,18 @@ fn report(path: &Path) -> Result<ExitCode> {
             path.display()
         );
     }
-    println!("pretraining budget: {}", sweep.budget.describe());
-    let plots_dir = sweep.out_dir.join("plots");
-    std::fs::create_dir_all(&plots_dir)?;
-    let mut groups: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.masking.clone(), r.model.clone()))
-        .collect();
-    groups.sort();
-    groups.dedup();
-    let mut fits = Vec::new();
-    println!(
-        "{:<10} {:<17} {:<8} {:>7} {:>22} {:>9} {:>20}",
-        "metric", "masking", "model", "points", "y_inf [95% CI]", "alpha", "[95% CI]"
-    );
-    for (metric, get) in METRICS {
-        let mut series = Vec::new();
-        for (masking, model) in &groups {
-            let points: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| &r.masking == masking && &r.model == model)
-                .filter_map(|r| get(r).map(|v| (r.sessions as f64, v)))
-                .collect();
-            if points.is_empty() {
-                continue;
-            }
-            let fit = fit_with_intervals(&points, 1000, 0);
-            match &fit {
-                Some(f) => println!(
-                    "{metric:<10} {masking:<17} {model:<8} {:>7} {:>8.4} [{:.4}, {:.4}] {:>9.3} [{:.3}, {:.3}]  {}{}",
-                    points.len(),
-                    f.fit.y_inf,
-                    f.y_inf_ci[0],
-                    f.y_inf_ci[1],
-                    f.fit.alpha,
-                    f.alpha_ci[0],
-                    f.alpha_ci[1],
-                    f.trend().describe(),
-                    if f.determined() {
-                        ""
-                    } else {
-                        "; exponent not determined by these points"
-                    }
-                ),
-                None => println!(
-                    "{metric:<10} {masking:<17} {model:<8} {:>7}   (fewer than 3 session counts: no fit)",
-                    points.len()
-                ),
-            }
-            fits.push(SeriesFit {
-                metric: metric.to_string(),
-                masking: masking.clone(),
-                model: model.clone(),
-                points: points.clone(),
-                determined: fit.as_ref().is_some_and(|f| f.determined()),
-                trend: fit.as_ref().map(|f| f.trend()),
-                fit: fit.clone(),
-            });
-            series.push(Series {
-                label: if groups.iter().any(|g| &g.1 != model) {
-                    format!("{masking} ({model})")
-                } else {
-                    masking.clone()
-                },
-                points,
-                fit: fit.map(|f| f.fit),
-            });
-        }
-        if series.is_empty() {
-            continue;
-        }
-        let (title, unit) = match metric {
-            "co_smooth" => ("Held-out co-smoothing", "bits per spike"),
-            "forward" => ("Held-out forward prediction", "bits per spike"),
-            "intra" => ("Held-out intra-region prediction", "bits per spike"),
-            "inter" => ("Held-out inter-region prediction", "bits per spike"),
-            "choice" => ("Held-out choice decoding", "accuracy"),
-            _ => ("Held-out whisker motion energy decoding", "R²"),
-        };
-        plot(&plots_dir.join(metric), title, unit, &series)?;
+    let budget = sweep.budget.describe();
+    println!("pretraining budget: {budget}\n");
+    let text = mtm_sweep::report::write(&sweep.out_dir, &rows, &budget)?;
+    println!("{}", text.table);
+    for line in &text.fits {
+        println!("{line}");
     }
-    let fits_path = sweep.out_dir.join("fits.json");
-    std::fs::write(
-        &fits_path,
-        serde_json::to_string_pretty(&FitsFile {
-            model: "y(n) = y_inf - b * n^(-alpha), n = pretraining sessions; 95% intervals from 1000 bootstrap resamples of the points".into(),
-            fits,
-        })?,
-    )?;
     eprintln!(
-        "{} rows; fits in {}; plots (SVG, PNG) in {}",
+        "{} of {} cells; summary.csv, summary.md, fits.json and plots/ (SVG, PNG) in {}",
         rows.len(),
-        fits_path.display(),
-        plots_dir.display()
+        cells.len(),
+        sweep.out_dir.display()
     );
     Ok(ExitCode::SUCCESS)
 }

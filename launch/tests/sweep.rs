@@ -28,7 +28,8 @@ fn ok(args: &[&str]) -> (String, String) {
     (out, err)
 }
 
-/// A base run configuration and a 3-cell sweep over it (1, 2, 3 pretraining sessions).
+/// A base run configuration and a sweep over it: 1, 2, 3 pretraining sessions and from
+/// scratch, 2 seeds each (8 cells).
 fn sweep(dir: &Path) -> PathBuf {
     let data = dir.join("data");
     let o = mtm(
@@ -83,6 +84,8 @@ held_out = [{}]
 [grid]
 sessions = [1, 2, 3]
 masking = ["temporal"]
+seeds = [1, 2]
+from_scratch = true
 [budget]
 steps_base = 2
 steps_per_session = 1
@@ -112,13 +115,14 @@ fn a_sweep_runs_resumes_and_reports() {
 
     let (table, _) = ok(&["sweep", "--config", config, "--dry-run"]);
     assert!(table.contains("base-temporal-s001-seed1"), "{table}");
-    assert!(table.contains("base-temporal-s003-seed1"), "{table}");
-    assert_eq!(table.matches("pending").count(), 3, "{table}");
+    assert!(table.contains("base-temporal-s003-seed2"), "{table}");
+    assert!(table.contains("base-temporal-s000-seed1"), "{table}");
+    assert_eq!(table.matches("pending").count(), 8, "{table}");
     assert!(!out.exists(), "a dry run writes nothing");
 
     // One cell alone (as an array task would), then the whole sweep: the finished cell is
     // skipped, not re-run.
-    ok(&["sweep", "--config", config, "--cell", "1"]);
+    ok(&["sweep", "--config", config, "--cell", "4"]);
     let first = out.join("cells/base-temporal-s002-seed1");
     let stamp = modified(&first.join("result.json"));
     let (_, log) = ok(&["sweep", "--config", config]);
@@ -128,10 +132,19 @@ fn a_sweep_runs_resumes_and_reports() {
     );
     assert_eq!(modified(&first.join("result.json")), stamp);
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert_eq!(csv.lines().count(), 9, "{csv}");
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    let row: Vec<&str> = csv.lines().nth(2).unwrap().split(',').collect();
-    let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    let row_of = |id: &str| -> Vec<&str> {
+        csv.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} missing: {csv}"))
+            .split(',')
+            .collect()
+    };
+    let at =
+        |row: &[&str], name: &str| row[header.iter().position(|h| *h == name).unwrap()].to_string();
+    let row = row_of("base-temporal-s002-seed1");
+    let col = |name: &str| at(&row, name);
     assert_eq!(col("sessions"), "2");
     assert_eq!(col("steps"), "4");
     assert!(col("co_smooth").parse::<f64>().is_ok(), "{csv}");
@@ -145,7 +158,23 @@ fn a_sweep_runs_resumes_and_reports() {
     assert!((epochs - 64.0 / trials).abs() < 1e-9, "{csv}");
     assert!(out.join("results.parquet").is_file());
     let (table, _) = ok(&["sweep", "--config", config, "--dry-run"]);
-    assert_eq!(table.matches("  done").count(), 3, "{table}");
+    assert_eq!(table.matches("  done").count(), 8, "{table}");
+    // Pretrained cells score their own sessions beside the baseline; a cell from scratch
+    // pretrains nothing.
+    assert!(col("own_co_smooth").parse::<f64>().is_ok(), "{csv}");
+    assert!(
+        col("own_co_smooth_baseline").parse::<f64>().is_ok(),
+        "{csv}"
+    );
+    let scratch = row_of("base-temporal-s000-seed2");
+    assert_eq!(
+        (
+            at(&scratch, "steps").as_str(),
+            at(&scratch, "own_co_smooth").as_str()
+        ),
+        ("0", "")
+    );
+    assert!(at(&scratch, "co_smooth").parse::<f64>().is_ok(), "{csv}");
 
     let (fits, _) = ok(&["sweep", "report", "--config", config]);
     assert!(fits.contains("co_smooth"), "{fits}");
@@ -155,7 +184,26 @@ fn a_sweep_runs_resumes_and_reports() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("fits.json")).unwrap()).unwrap();
-    assert!(!json["fits"].as_array().unwrap().is_empty());
+    let fits = json["fits"].as_array().unwrap();
+    // The fit sees every seed of every pretrained cell: 3 session counts x 2 seeds.
+    assert_eq!(fits[0]["points"].as_array().unwrap().len(), 6, "{json}");
+    // The seed summary: each setting's mean over its 2 seeds.
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("base,temporal,2,co_smooth,"))
+        .unwrap_or_else(|| panic!("{summary}"));
+    let mean: f64 = line.split(',').nth(5).unwrap().parse().unwrap();
+    let seeds: Vec<f64> = ["base-temporal-s002-seed1", "base-temporal-s002-seed2"]
+        .iter()
+        .map(|id| at(&row_of(id), "co_smooth").parse().unwrap())
+        .collect();
+    assert!(
+        (mean - (seeds[0] + seeds[1]) / 2.0).abs() < 1e-9,
+        "{line} vs {seeds:?}"
+    );
+    assert!(line.split(',').nth(4) == Some("2"), "{line}");
+    assert!(out.join("summary.md").is_file());
     for file in ["co_smooth.svg", "co_smooth.png", "choice.svg"] {
         assert!(out.join("plots").join(file).is_file(), "{file} missing");
     }
@@ -164,7 +212,7 @@ fn a_sweep_runs_resumes_and_reports() {
     // exactly that one.
     std::fs::remove_file(first.join("result.json")).unwrap();
     let (script, _) = ok(&["sweep", "--config", config, "--slurm"]);
-    assert!(script.contains("#SBATCH --array=1\n"), "{script}");
+    assert!(script.contains("#SBATCH --array=4\n"), "{script}");
     assert!(script.contains("--cell $SLURM_ARRAY_TASK_ID"), "{script}");
     assert!(script.contains("%x-%A_%a.out"), "{script}");
 }
@@ -263,7 +311,8 @@ fn a_signal_to_the_sweep_stops_its_running_cell_too() {
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("steps_base = 2", "steps_base = 100000")
-        .replace("max_steps = 10", "max_steps = 100000");
+        .replace("max_steps = 10", "max_steps = 100000")
+        .replace("from_scratch = true", "from_scratch = false");
     std::fs::write(&path, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mtm"))
         .args(["sweep", "--config", path.to_str().unwrap()])

@@ -1,5 +1,5 @@
 //! Charts as SVG and PNG: one x axis (linear or log), one linear y axis, series drawn as
-//! points or lines, a legend. Training curves, scaling plots and evaluation figures all go
+//! points, lines or bands, a legend beside the plot (never over the data). Training curves, scaling plots and evaluation figures all go
 //! through [`write`], so every picture mtm draws has the same font, colours and sizes.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,13 @@ pub enum Mark {
     Reference,
     /// A faint thin line: noisy raw values under their smoothed line.
     Faint,
+    /// A dashed line: a limit such as the ceiling.
+    Dashed,
+    /// A small hollow circle per point: replicates (seeds) under their mean.
+    Replicates,
+    /// A shaded region: the points run along the upper edge left to right, then along the
+    /// lower edge right to left (an interval band).
+    Band,
 }
 
 /// One series: its legend label, points `(x, y)` and mark. Points whose coordinates are
@@ -76,18 +83,22 @@ pub struct Chart {
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-/// The palette (matplotlib's first six).
-const COLOURS: [RGBColor; 6] = [
+/// The palette (matplotlib's first six, then its grey at [`GREY`] for references).
+const COLOURS: [RGBColor; 7] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
     RGBColor(23, 190, 207),
+    RGBColor(110, 110, 110),
 ];
 
+/// The palette index of grey, for references (baseline, ceiling) beside coloured series.
+pub const GREY: usize = 6;
+
 /// Pixel size of every picture.
-const SIZE: (u32, u32) = (800, 560);
+const SIZE: (u32, u32) = (860, 560);
 
 /// Draws with `$draw(root, $arg)` into `{stem}.svg` and `{stem}.png`, each under a
 /// temporary name renamed when complete (a macro: the drawing functions are generic over
@@ -409,7 +420,20 @@ where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
-    let mut ctx = ChartBuilder::on(root)
+    // The legend gets its own panel right of the plot, so that it never covers data.
+    let labelled: Vec<&Series> = chart
+        .series
+        .iter()
+        .filter(|s| !s.label.is_empty())
+        .collect();
+    let (plot_area, legend_area) = if labelled.is_empty() {
+        (root.clone(), None)
+    } else {
+        let width = root.dim_in_pixel().0;
+        let (left, right) = root.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+        (left, Some(right))
+    };
+    let mut ctx = ChartBuilder::on(&plot_area)
         .caption(&chart.title, ("sans-serif", 22))
         .margin(14)
         .x_label_area_size(48)
@@ -417,6 +441,9 @@ where
         .build_cartesian_2d(x, y)
         .map_err(|e| e.to_string())?;
     ctx.configure_mesh()
+        // A faint grid: on a log axis plotters draws many minor lines.
+        .bold_line_style(BLACK.mix(0.12))
+        .light_line_style(BLACK.mix(0.03))
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
         .label_style(("sans-serif", 15))
@@ -433,36 +460,96 @@ where
             .copied()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
-        let drawn = match s.mark {
-            Mark::Points => ctx
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-                .map_err(|e| e.to_string())?,
-            Mark::Line => ctx
-                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
-                .map_err(|e| e.to_string())?,
-            Mark::Reference => ctx
-                .draw_series(LineSeries::new(points, colour.mix(0.8).stroke_width(2)))
-                .map_err(|e| e.to_string())?,
-            Mark::Faint => ctx
-                .draw_series(LineSeries::new(points, colour.mix(0.25).stroke_width(1)))
-                .map_err(|e| e.to_string())?,
-        };
-        if !s.label.is_empty() {
-            drawn.label(&s.label).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
-            });
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        match s.mark {
+            Mark::Points => {
+                ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+                    .map_err(e)?;
+            }
+            Mark::Replicates => {
+                ctx.draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Circle::new(p, 3, colour.mix(0.7).stroke_width(1))),
+                )
+                .map_err(e)?;
+            }
+            Mark::Line => {
+                ctx.draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                    .map_err(e)?;
+            }
+            Mark::Reference => {
+                ctx.draw_series(LineSeries::new(points, colour.mix(0.8).stroke_width(2)))
+                    .map_err(e)?;
+            }
+            Mark::Faint => {
+                ctx.draw_series(LineSeries::new(points, colour.mix(0.25).stroke_width(1)))
+                    .map_err(e)?;
+            }
+            Mark::Dashed => {
+                ctx.draw_series(DashedLineSeries::new(
+                    points,
+                    8,
+                    5,
+                    colour.stroke_width(2).into(),
+                ))
+                .map_err(e)?;
+            }
+            Mark::Band => {
+                ctx.draw_series(std::iter::once(Polygon::new(
+                    points,
+                    colour.mix(0.15).filled(),
+                )))
+                .map_err(e)?;
+            }
         }
     }
-    if chart.series.iter().any(|s| !s.label.is_empty()) {
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())?;
+    if let Some(area) = legend_area {
+        draw_legend(&area, &labelled).map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
+}
+
+/// Pixel width of the legend panel beside a chart.
+const LEGEND_WIDTH: u32 = 230;
+
+/// The legend: one row per labelled series, its mark and its label, top to bottom.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    series: &[&Series],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = ("sans-serif", 14).into_font().color(&BLACK);
+    for (k, s) in series.iter().enumerate() {
+        let colour = COLOURS[s.colour % COLOURS.len()];
+        let y = 60 + 24 * k as i32;
+        let (x0, x1) = (6, 30);
+        match s.mark {
+            Mark::Points => area.draw(&Circle::new((18, y), 4, colour.filled()))?,
+            Mark::Replicates => area.draw(&Circle::new((18, y), 3, colour.stroke_width(1)))?,
+            Mark::Band => area.draw(&Rectangle::new(
+                [(x0, y - 6), (x1, y + 6)],
+                colour.mix(0.15).filled(),
+            ))?,
+            Mark::Dashed => {
+                for x in [x0, x0 + 10, x0 + 20] {
+                    area.draw(&PathElement::new(
+                        vec![(x, y), ((x + 6).min(x1), y)],
+                        colour.stroke_width(2),
+                    ))?;
+                }
+            }
+            Mark::Faint => area.draw(&PathElement::new(
+                vec![(x0, y), (x1, y)],
+                colour.mix(0.25).stroke_width(1),
+            ))?,
+            Mark::Line | Mark::Reference => area.draw(&PathElement::new(
+                vec![(x0, y), (x1, y)],
+                colour.stroke_width(3),
+            ))?,
+        }
+        area.draw(&Text::new(s.label.clone(), (38, y - 8), font.clone()))?;
+    }
+    Ok(())
 }
 
 /// Tick labels without trailing noise: 2000, 0.37, 1.2e-3.

@@ -75,6 +75,9 @@ pub struct FitWithIntervals {
     pub alpha_ci: [f64; 2],
     /// Bootstrap resamples that could be fitted (at least 3 distinct n).
     pub resamples: usize,
+    /// The fits to those resamples (for the curve's band; not written to `fits.json`).
+    #[serde(skip)]
+    pub draws: Vec<PowerLaw>,
 }
 
 impl FitWithIntervals {
@@ -88,6 +91,12 @@ impl FitWithIntervals {
             && self.alpha_ci[0] > 0.011
             && self.alpha_ci[1] < 2.99
             && self.trend() != Trend::Flat
+    }
+
+    /// The curve's 95 % band at `n`: percentiles 2.5 and 97.5 of the resampled fits
+    /// there; `None` without resamples.
+    pub fn band_at(&self, n: f64) -> Option<[f64; 2]> {
+        percentiles(self.draws.iter().map(|f| f.at(n)).collect())
     }
 
     /// Which way the curve goes (see [`Trend`]).
@@ -214,14 +223,8 @@ pub fn fit_with_intervals(
             draws.push(f);
         }
     }
-    let interval = |get: &dyn Fn(&PowerLaw) -> f64| -> [f64; 2] {
-        if draws.is_empty() {
-            return [f64::NAN, f64::NAN];
-        }
-        let mut v: Vec<f64> = draws.iter().map(get).collect();
-        v.sort_by(f64::total_cmp);
-        let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
-        [q(0.025), q(0.975)]
+    let interval = |get: &dyn Fn(&PowerLaw) -> f64| {
+        percentiles(draws.iter().map(get).collect()).unwrap_or([f64::NAN, f64::NAN])
     };
     Some(FitWithIntervals {
         fit,
@@ -229,7 +232,18 @@ pub fn fit_with_intervals(
         b_ci: interval(&|f| f.b),
         alpha_ci: interval(&|f| f.alpha),
         resamples: draws.len(),
+        draws,
     })
+}
+
+/// Percentiles 2.5 and 97.5 of `v`; `None` when empty.
+fn percentiles(mut v: Vec<f64>) -> Option<[f64; 2]> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    Some([q(0.025), q(0.975)])
 }
 
 #[cfg(test)]
@@ -285,6 +299,14 @@ mod tests {
             "{r:?}"
         );
         assert!(r.y_inf_ci[1] - r.y_inf_ci[0] < 0.1, "{r:?}");
+        for n in [1.0, 5.0, 32.0] {
+            let [lo, hi] = r.band_at(n).unwrap();
+            assert!(
+                lo <= t.at(n) + 0.005 && t.at(n) - 0.005 <= hi,
+                "{n}: {lo} {hi}"
+            );
+            assert!(hi - lo < 0.02, "{n}: {lo} {hi}");
+        }
     }
 
     #[test]
@@ -296,6 +318,7 @@ mod tests {
             b_ci: [0.2, 0.24],
             alpha_ci: [0.4, 0.7],
             resamples: 1000,
+            draws: Vec::new(),
         };
         assert!(determined.determined());
         assert_eq!(determined.trend(), Trend::Rises);

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mtm_trainer::config::RunConfig;
-use mtm_trainer::masking::Masking;
+use mtm_trainer::config::{RunConfig, Task};
+use mtm_trainer::masking::{Masking, Mix};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, SweepError, io};
@@ -29,6 +29,15 @@ pub struct SweepConfig {
     /// The fine-tuning stage.
     #[serde(default)]
     pub finetune: FinetuneStage,
+    /// Score co-smoothing on each cell's own pretraining sessions (their test trials),
+    /// beside the baseline and the ceiling, after pretraining: shows whether the model
+    /// learned its pretraining data before asking whether it transfers.
+    #[serde(default = "yes")]
+    pub score_pretraining: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The axes of the grid; cells are every combination.
@@ -45,6 +54,10 @@ pub struct Grid {
     /// Model sizes: a name and `--set`-style overrides of the base configuration.
     #[serde(default = "base_model")]
     pub models: Vec<ModelSize>,
+    /// Add, per model, masking and seed, a cell that fine-tunes from scratch (no
+    /// pretraining; `sessions` 0 in its id and row): the reference pretraining must beat.
+    #[serde(default)]
+    pub from_scratch: bool,
 }
 
 fn one_seed() -> Vec<u64> {
@@ -164,7 +177,7 @@ pub struct Cell {
     pub id: String,
     /// Index in the grid's order (the Slurm array index).
     pub index: usize,
-    /// Pretraining sessions.
+    /// Pretraining sessions; 0 fine-tunes from scratch.
     pub sessions: usize,
     /// Masking scheme.
     pub masking: String,
@@ -199,7 +212,9 @@ impl SweepConfig {
         }
         // Every cell's configuration must parse: errors now, not hours into the sweep.
         for cell in config.cells() {
-            config.pretrain_config(&cell, &base_text)?;
+            if cell.pretrains() {
+                config.pretrain_config(&cell, &base_text)?;
+            }
             config.finetune_config(&cell, &base_text)?;
         }
         Ok((config, base, base_text))
@@ -268,12 +283,13 @@ impl SweepConfig {
         out
     }
 
-    /// Every cell, in a fixed order: model, masking, sessions, seed.
+    /// Every cell, in a fixed order: model, masking, sessions (from scratch first), seed.
     pub fn cells(&self) -> Vec<Cell> {
         let mut cells = Vec::new();
+        let scratch = self.grid.from_scratch.then_some(0);
         for model in &self.grid.models {
             for masking in &self.grid.masking {
-                for &sessions in &self.grid.sessions {
+                for &sessions in scratch.iter().chain(&self.grid.sessions) {
                     for &seed in &self.grid.seeds {
                         cells.push(Cell {
                             id: format!("{}-{masking}-s{sessions:03}-seed{seed}", model.name),
@@ -282,7 +298,11 @@ impl SweepConfig {
                             masking: masking.clone(),
                             seed,
                             model: model.name.clone(),
-                            steps: self.budget.steps(sessions),
+                            steps: if sessions == 0 {
+                                0
+                            } else {
+                                self.budget.steps(sessions)
+                            },
                             batch_size: self.budget.batch(sessions),
                         });
                     }
@@ -313,7 +333,7 @@ impl SweepConfig {
         let mut config = RunConfig::parse(base_text, &origin, &self.model_overrides(cell))?;
         config.out_dir = self.cell_dir(cell).join("pretrain");
         config.data.sessions = self.pretrain_sessions[..cell.sessions].to_vec();
-        config.masking.scheme = masking(cell, &origin)?;
+        set_masking(&mut config, cell, &origin)?;
         config.seed = cell.seed;
         config.train.steps = cell.steps;
         match self.budget.rule {
@@ -328,7 +348,8 @@ impl SweepConfig {
             }
         }
         config.data.batch_size = cell.batch_size;
-        config.eval.after_training = false;
+        config.eval.after_training = self.score_pretraining;
+        config.eval.tasks = vec![Task::CoSmooth];
         Ok(config.validated(&origin)?)
     }
 
@@ -340,7 +361,7 @@ impl SweepConfig {
         let mut config = RunConfig::parse(base_text, &origin, &self.model_overrides(cell))?;
         config.out_dir = self.cell_dir(cell).join("finetune");
         config.data.sessions = self.held_out.clone();
-        config.masking.scheme = masking(cell, &origin)?;
+        set_masking(&mut config, cell, &origin)?;
         config.seed = cell.seed;
         config.train.steps = self.budget.finetune_steps;
         config.finetune.freeze_backbone = self.finetune.freeze_backbone;
@@ -355,12 +376,25 @@ impl SweepConfig {
     }
 }
 
-/// The cell's masking scheme.
-fn masking(cell: &Cell, origin: &str) -> Result<Masking> {
-    cell.masking.parse().map_err(|message| SweepError::Config {
+impl Cell {
+    /// Whether the cell pretrains (a from-scratch cell only fine-tunes).
+    pub fn pretrains(&self) -> bool {
+        self.sessions > 0
+    }
+}
+
+/// Sets the cell's masking scheme on `config`. The base's `masking.mix` weighs MtM's
+/// schemes; a cell of one scheme draws no mixture, so it goes back to the default there.
+fn set_masking(config: &mut RunConfig, cell: &Cell, origin: &str) -> Result<()> {
+    let scheme: Masking = cell.masking.parse().map_err(|message| SweepError::Config {
         origin: origin.to_string(),
         message,
-    })
+    })?;
+    config.masking.scheme = scheme;
+    if !scheme.mixes() {
+        config.masking.mix = Mix::default();
+    }
+    Ok(())
 }
 
 impl Budget {
@@ -471,6 +505,30 @@ finetune_steps = 50
     }
 
     #[test]
+    fn from_scratch_adds_one_cell_per_masking_and_seed_that_only_fine_tunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sweep(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("seeds = [1, 2]\n", "seeds = [1, 2]\nfrom_scratch = true\n"),
+        )
+        .unwrap();
+        let (config, _, base_text) = SweepConfig::load(&path).unwrap();
+        let cells = config.cells();
+        assert_eq!(cells.len(), 2 * (1 + 3) * 2);
+        let scratch: Vec<&Cell> = cells.iter().filter(|c| !c.pretrains()).collect();
+        assert_eq!(scratch.len(), 4);
+        assert_eq!(scratch[0].id, "small-temporal-s000-seed1");
+        assert!(scratch.iter().all(|c| c.sessions == 0 && c.steps == 0));
+        let fine = config.finetune_config(scratch[0], &base_text).unwrap();
+        assert_eq!(fine.data.sessions, ["e", "f"]);
+        // Pretraining cells score their own sessions unless told not to.
+        let pre = config.pretrain_config(&cells[1], &base_text).unwrap();
+        assert!(pre.eval.after_training && pre.eval.tasks == [Task::CoSmooth]);
+    }
+
+    #[test]
     fn each_budget_rule_sets_the_documented_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = sweep(dir.path());
@@ -512,7 +570,11 @@ finetune_steps = 50
     #[test]
     fn the_shipped_sweeps_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-        for name in ["scaling-quick.toml", "scaling-ibl.toml"] {
+        for name in [
+            "scaling-quick.toml",
+            "scaling-ibl.toml",
+            "scaling-shared.toml",
+        ] {
             let (config, _, _) =
                 SweepConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!config.cells().is_empty());

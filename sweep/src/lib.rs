@@ -1,13 +1,16 @@
 //! Scaling sweeps (how a model improves with the number of pretraining sessions): the
 //! sweep configuration and its grid of cells with derived budgets ([`grid`]), the results
-//! table in CSV and Parquet ([`results`]), power-law fits with bootstrap intervals
-//! ([`fit`]) and the plots ([`plot`]). Running a cell (pretrain, fine-tune, evaluate) is
+//! table in CSV and Parquet ([`results`]), seeds aggregated ([`summary`]), power-law
+//! fits with bootstrap intervals ([`fit`]), the plots ([`plot`]) and the report that ties
+//! them together ([`report`]). Running a cell (pretrain, fine-tune, evaluate) is
 //! the binary's job: it starts `mtm train` and `mtm finetune` for each.
 
 pub mod fit;
 pub mod grid;
 pub mod plot;
+pub mod report;
 pub mod results;
+pub mod summary;
 
 /// Everything that can go wrong in a sweep.
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,30 @@ pub struct Row {
     /// The baseline's inter-region bits per spike.
     #[serde(default)]
     pub inter_baseline: Option<f64>,
+    /// The true rates' co-smoothing bits per spike on the same held-out entries (the
+    /// ceiling; synthetic data only).
+    #[serde(default)]
+    pub co_smooth_ceiling: Option<f64>,
+    /// The true rates' forward-prediction bits per spike.
+    #[serde(default)]
+    pub forward_ceiling: Option<f64>,
+    /// The true rates' intra-region bits per spike.
+    #[serde(default)]
+    pub intra_ceiling: Option<f64>,
+    /// The true rates' inter-region bits per spike.
+    #[serde(default)]
+    pub inter_ceiling: Option<f64>,
+    /// The pretrained model's co-smoothing bits per spike on its own pretraining
+    /// sessions' test trials (mean over those sessions; `None` from scratch or when the
+    /// sweep does not score pretraining).
+    #[serde(default)]
+    pub own_co_smooth: Option<f64>,
+    /// The baseline's co-smoothing on the same pretraining sessions and entries.
+    #[serde(default)]
+    pub own_co_smooth_baseline: Option<f64>,
+    /// The true rates' co-smoothing on the same pretraining sessions and entries.
+    #[serde(default)]
+    pub own_co_smooth_ceiling: Option<f64>,
     /// Wall time of the cell (pretraining, fine-tuning, evaluation), seconds.
     pub wall_time_s: f64,
     /// Ranks of the pretraining run.
@@ -98,6 +122,35 @@ pub const BASELINES: [(&str, MetricOf); 4] = [
     ("intra_baseline", |r| r.intra_baseline),
     ("inter_baseline", |r| r.inter_baseline),
 ];
+
+/// The ceiling columns (true rates, synthetic data): (column name, accessor).
+pub const CEILINGS: [(&str, MetricOf); 4] = [
+    ("co_smooth_ceiling", |r| r.co_smooth_ceiling),
+    ("forward_ceiling", |r| r.forward_ceiling),
+    ("intra_ceiling", |r| r.intra_ceiling),
+    ("inter_ceiling", |r| r.inter_ceiling),
+];
+
+/// The scores on the pretraining sessions themselves: (column name, accessor).
+pub const OWN: [(&str, MetricOf); 3] = [
+    ("own_co_smooth", |r| r.own_co_smooth),
+    ("own_co_smooth_baseline", |r| r.own_co_smooth_baseline),
+    ("own_co_smooth_ceiling", |r| r.own_co_smooth_ceiling),
+];
+
+/// The optional number column called `name`.
+pub fn column(name: &str) -> Option<MetricOf> {
+    scores().find(|(n, _)| *n == name).map(|(_, get)| get)
+}
+
+/// Every optional number column, in table order.
+fn scores() -> impl Iterator<Item = (&'static str, MetricOf)> {
+    METRICS
+        .into_iter()
+        .chain(BASELINES)
+        .chain(CEILINGS)
+        .chain(OWN)
+}
 
 /// FNV-1a of `text`, as 16 hex digits.
 pub fn config_hash(text: &str) -> String {
@@ -134,7 +187,7 @@ pub fn read_row(cell_dir: &Path) -> Result<Option<Row>> {
     }
 }
 
-fn csv_field(v: &str) -> String {
+pub(crate) fn csv_field(v: &str) -> String {
     if v.contains([',', '"', '\n']) {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {
@@ -145,42 +198,48 @@ fn csv_field(v: &str) -> String {
 /// Writes `rows` to `results.csv` and `results.parquet` in `dir`.
 pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-    let mut csv = String::from(
-        "run_id,sessions,trials,tokens,masking,model,seed,parameters,steps,batch_size,budget_rule,trials_seen,epochs_seen,co_smooth,forward,intra,inter,choice,whisker,co_smooth_baseline,forward_baseline,intra_baseline,inter_baseline,wall_time_s,world_size,git_commit,config_hash\n",
-    );
+    let mut header: Vec<&str> = vec![
+        "run_id",
+        "sessions",
+        "trials",
+        "tokens",
+        "masking",
+        "model",
+        "seed",
+        "parameters",
+        "steps",
+        "batch_size",
+        "budget_rule",
+        "trials_seen",
+        "epochs_seen",
+    ];
+    header.extend(scores().map(|(name, _)| name));
+    header.extend(["wall_time_s", "world_size", "git_commit", "config_hash"]);
+    let mut csv = header.join(",") + "\n";
     for r in rows {
-        csv.push_str(
-            &[
-                csv_field(&r.run_id),
-                r.sessions.to_string(),
-                r.trials.to_string(),
-                r.tokens.to_string(),
-                csv_field(&r.masking),
-                csv_field(&r.model),
-                r.seed.to_string(),
-                r.parameters.to_string(),
-                r.steps.to_string(),
-                r.batch_size.to_string(),
-                csv_field(&r.budget_rule),
-                r.trials_seen.to_string(),
-                r.epochs_seen.to_string(),
-                opt(r.co_smooth),
-                opt(r.forward),
-                opt(r.intra),
-                opt(r.inter),
-                opt(r.choice),
-                opt(r.whisker),
-                opt(r.co_smooth_baseline),
-                opt(r.forward_baseline),
-                opt(r.intra_baseline),
-                opt(r.inter_baseline),
-                r.wall_time_s.to_string(),
-                r.world_size.to_string(),
-                csv_field(&r.git_commit),
-                csv_field(&r.config_hash),
-            ]
-            .join(","),
-        );
+        let mut fields = vec![
+            csv_field(&r.run_id),
+            r.sessions.to_string(),
+            r.trials.to_string(),
+            r.tokens.to_string(),
+            csv_field(&r.masking),
+            csv_field(&r.model),
+            r.seed.to_string(),
+            r.parameters.to_string(),
+            r.steps.to_string(),
+            r.batch_size.to_string(),
+            csv_field(&r.budget_rule),
+            r.trials_seen.to_string(),
+            r.epochs_seen.to_string(),
+        ];
+        fields.extend(scores().map(|(_, get)| opt(get(r))));
+        fields.extend([
+            r.wall_time_s.to_string(),
+            r.world_size.to_string(),
+            csv_field(&r.git_commit),
+            csv_field(&r.config_hash),
+        ]);
+        csv.push_str(&fields.join(","));
         csv.push('\n');
     }
     // Written under a per-process temporary name and renamed: array tasks finishing at
@@ -229,7 +288,7 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
         int(|r| r.trials_seen),
         float(&|r| Some(r.epochs_seen)),
     ];
-    for (name, get) in METRICS.into_iter().chain(BASELINES) {
+    for (name, get) in scores() {
         fields.push(Field::new(name, DataType::Float64, true));
         columns.push(float(&get));
     }
@@ -262,10 +321,10 @@ pub fn write_table(dir: &Path, rows: &[Row]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(id: &str, sessions: u64, co_smooth: Option<f64>) -> Row {
+    pub(crate) fn row(id: &str, sessions: u64, co_smooth: Option<f64>) -> Row {
         Row {
             run_id: id.into(),
             sessions,
@@ -290,6 +349,13 @@ mod tests {
             forward_baseline: None,
             intra_baseline: None,
             inter_baseline: None,
+            co_smooth_ceiling: Some(0.4),
+            forward_ceiling: None,
+            intra_ceiling: None,
+            inter_ceiling: None,
+            own_co_smooth: Some(0.2),
+            own_co_smooth_baseline: Some(0.15),
+            own_co_smooth_ceiling: Some(0.41),
             wall_time_s: 12.5,
             world_size: 1,
             git_commit: "abc, def".into(),
@@ -319,7 +385,8 @@ mod tests {
             .unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        assert_eq!(batches[0].num_columns(), 27);
+        assert_eq!(batches[0].num_columns(), 34);
+        assert_eq!(lines[0].split(',').count(), 34, "{}", lines[0]);
         assert_ne!(config_hash("a"), config_hash("b"));
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::masking::{Masking, Ratios, Scheme};
+use crate::masking::{Masking, Mix, Ratios, Scheme};
 use crate::model::ModelConfig;
 
 /// Everything a run needs.
@@ -177,6 +177,11 @@ pub struct MaskingConfig {
     /// Probability of masking a bin under the causal scheme. Paper: 0.6 inside MtM.
     #[serde(default = "default_causal_ratio")]
     pub causal_ratio: f64,
+    /// How often `mtm` and `mtm-not-prompted` draw each scheme: relative weights
+    /// `neuron`, `causal`, `inter-region`, `intra-region` (default 1 each, the paper's
+    /// uniform draw). Only the mixtures read it.
+    #[serde(default)]
+    pub mix: Mix,
 }
 
 fn default_ratio() -> f64 {
@@ -206,6 +211,7 @@ impl Default for MaskingConfig {
             scheme: default_scheme(),
             ratio: default_ratio(),
             causal_ratio: default_causal_ratio(),
+            mix: Mix::default(),
         }
     }
 }
@@ -474,6 +480,13 @@ impl RunConfig {
                 out.push(format!("masking.{name} must lie in (0, 1], not {p}"));
             }
         }
+        out.extend(self.masking.mix.problems());
+        if self.masking.mix != Mix::default() && !self.masking.scheme.mixes() {
+            out.push(format!(
+                "masking.mix weighs MtM's schemes, but masking.scheme = \"{}\" draws no mixture",
+                self.masking.scheme.name()
+            ));
+        }
         let d = &self.distributed;
         if !(d.timeout_s > 0.0 && d.timeout_s.is_finite() && d.bucket_mb > 0.0) {
             out.push(format!(
@@ -608,6 +621,30 @@ mod tests {
         assert_eq!(c.model.positions, crate::model::Positions::Rotary);
         assert_eq!(c.out_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(c.eval.tasks, vec![Task::CoSmooth, Task::Inter]);
+    }
+
+    #[test]
+    fn the_mix_is_set_by_scheme_name_and_read_only_by_mixtures() {
+        let c = RunConfig::parse(MINIMAL, "test", &["masking.mix.neuron=4".into()]).unwrap();
+        assert_eq!(c.masking.mix.weights(), [4.0, 1.0, 1.0, 1.0]);
+        let err = RunConfig::parse(
+            MINIMAL,
+            "cfg.toml",
+            &[
+                "masking.mix.inter-region=2".into(),
+                "masking.scheme=neuron".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("draws no mixture") && err.contains("neuron"),
+            "{err}"
+        );
+        let err = RunConfig::parse(MINIMAL, "cfg.toml", &["masking.mix.temporal=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("temporal"), "{err}");
     }
 
     #[test]

@@ -96,16 +96,22 @@ impl Masking {
             .chain([Masking::Mtm, Masking::MtmNotPrompted])
     }
 
-    /// The scheme of one batch, and the prompt token to prepend (if any).
-    pub fn choose(self, rng: &mut ChaCha8Rng) -> (Scheme, Option<usize>) {
+    /// The scheme of one batch, and the prompt token to prepend (if any). The mixtures
+    /// draw from [`Scheme::MTM`] with the weights of `mix`.
+    pub fn choose(self, mix: &Mix, rng: &mut ChaCha8Rng) -> (Scheme, Option<usize>) {
         match self {
             Masking::Single(scheme) => (scheme, None),
             Masking::Mtm => {
-                let scheme = Scheme::MTM[rng.random_range(0..Scheme::MTM.len())];
+                let scheme = mix.draw(rng);
                 (scheme, Some(scheme.prompt()))
             }
-            Masking::MtmNotPrompted => (Scheme::MTM[rng.random_range(0..Scheme::MTM.len())], None),
+            Masking::MtmNotPrompted => (mix.draw(rng), None),
         }
+    }
+
+    /// Whether this masking draws from a mixture (and so reads [`Mix`]).
+    pub fn mixes(self) -> bool {
+        matches!(self, Masking::Mtm | Masking::MtmNotPrompted)
     }
 
     /// Whether the model was trained with prompt tokens (and is evaluated with them).
@@ -148,6 +154,94 @@ impl TryFrom<String> for Masking {
 impl From<Masking> for String {
     fn from(m: Masking) -> String {
         m.name().to_string()
+    }
+}
+
+/// How often MtM's mixture draws each of its schemes: relative weights, one per scheme
+/// of [`Scheme::MTM`]. The paper draws them uniformly (all 1, the default).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Mix {
+    /// Weight of neuron masking (trains co-smoothing).
+    pub neuron: f64,
+    /// Weight of causal masking (trains forward prediction).
+    pub causal: f64,
+    /// Weight of inter-region masking.
+    pub inter_region: f64,
+    /// Weight of intra-region masking.
+    pub intra_region: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            neuron: 1.0,
+            causal: 1.0,
+            inter_region: 1.0,
+            intra_region: 1.0,
+        }
+    }
+}
+
+impl Mix {
+    /// The weights in [`Scheme::MTM`] order.
+    pub fn weights(&self) -> [f64; 4] {
+        [
+            self.neuron,
+            self.causal,
+            self.inter_region,
+            self.intra_region,
+        ]
+    }
+
+    /// Each scheme's probability of being drawn, in [`Scheme::MTM`] order.
+    pub fn probabilities(&self) -> [f64; 4] {
+        let w = self.weights();
+        let total: f64 = w.iter().sum();
+        w.map(|x| x / total)
+    }
+
+    /// Every problem with the weights (finite, non-negative, not all zero), as messages
+    /// naming the field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (scheme, w) in Scheme::MTM.iter().zip(self.weights()) {
+            if !(w.is_finite() && w >= 0.0) {
+                out.push(format!(
+                    "masking.mix.{} must be a finite weight >= 0, not {w}",
+                    scheme.name()
+                ));
+            }
+        }
+        if out.is_empty() && self.weights().iter().sum::<f64>() <= 0.0 {
+            out.push("masking.mix: at least one weight must be above 0".into());
+        }
+        out
+    }
+
+    /// Draws one scheme. Equal weights take the paper's uniform draw (one integer from the
+    /// stream, so runs with the default mix repeat earlier runs bit for bit); other weights
+    /// take one uniform f64.
+    fn draw(&self, rng: &mut ChaCha8Rng) -> Scheme {
+        let w = self.weights();
+        if w.iter().all(|&x| x == w[0]) {
+            return Scheme::MTM[rng.random_range(0..Scheme::MTM.len())];
+        }
+        let mut u = rng.random::<f64>() * w.iter().sum::<f64>();
+        for (scheme, x) in Scheme::MTM.iter().zip(w) {
+            if u < x {
+                return *scheme;
+            }
+            u -= x;
+        }
+        // Rounding can leave u at the total: the last scheme with weight takes it.
+        *Scheme::MTM
+            .iter()
+            .zip(w)
+            .rev()
+            .find(|(_, x)| *x > 0.0)
+            .map(|(s, _)| s)
+            .expect("validated: one weight above 0")
     }
 }
 
@@ -456,16 +550,69 @@ mod tests {
     }
 
     #[test]
+    fn a_weighted_mix_draws_schemes_in_proportion() {
+        let mix = Mix {
+            neuron: 5.0,
+            causal: 1.0,
+            inter_region: 0.0,
+            intra_region: 2.0,
+        };
+        assert!(mix.problems().is_empty());
+        let mut stream = rng(4);
+        let mut counts = std::collections::HashMap::new();
+        let n = 8000;
+        for _ in 0..n {
+            *counts
+                .entry(Masking::Mtm.choose(&mix, &mut stream).0)
+                .or_insert(0usize) += 1;
+        }
+        for (scheme, p) in Scheme::MTM.iter().zip(mix.probabilities()) {
+            let seen = *counts.get(scheme).unwrap_or(&0) as f64 / n as f64;
+            // 4 standard deviations of a binomial proportion at n = 8000 is below 0.022.
+            assert!((seen - p).abs() < 0.022, "{scheme:?}: {seen} vs {p}");
+        }
+        assert_eq!(
+            counts.get(&Scheme::InterRegion),
+            None,
+            "weight 0 is never drawn"
+        );
+    }
+
+    #[test]
+    fn bad_mix_weights_are_named() {
+        let mut mix = Mix {
+            causal: -1.0,
+            ..Mix::default()
+        };
+        assert_eq!(
+            mix.problems(),
+            ["masking.mix.causal must be a finite weight >= 0, not -1"]
+        );
+        mix = Mix {
+            neuron: 0.0,
+            causal: 0.0,
+            inter_region: 0.0,
+            intra_region: 0.0,
+        };
+        assert_eq!(mix.problems().len(), 1);
+    }
+
+    #[test]
     fn mtm_draws_all_four_schemes_with_their_prompts() {
         let mut stream = rng(9);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let (scheme, prompt) = Masking::Mtm.choose(&mut stream);
+            let (scheme, prompt) = Masking::Mtm.choose(&Mix::default(), &mut stream);
             assert_eq!(prompt, Some(scheme.prompt()));
             seen.insert(scheme);
         }
         assert_eq!(seen.len(), 4);
         assert!(!seen.contains(&Scheme::Temporal));
-        assert_eq!(Masking::MtmNotPrompted.choose(&mut stream).1, None);
+        assert_eq!(
+            Masking::MtmNotPrompted
+                .choose(&Mix::default(), &mut stream)
+                .1,
+            None
+        );
     }
 }

@@ -156,6 +156,12 @@ impl Report {
     pub fn baseline_of(&self, task: Task) -> Option<f64> {
         find(&self.baseline_mean, task)
     }
+
+    /// The true rates' bps for `task` (the ceiling; synthetic data), averaged over
+    /// sessions.
+    pub fn ceiling_of(&self, task: Task) -> Option<f64> {
+        find(&self.ceiling_mean, task)
+    }
 }
 
 /// A report over `sessions` (evaluated separately, e.g. one fine-tuned model each), with

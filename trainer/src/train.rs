@@ -295,7 +295,7 @@ impl Trainer {
             let clock = Instant::now();
             epoch = plan.epoch;
             let mut rng = streams::training_masks(config.seed, plan.epoch, plan.index);
-            let (scheme, prompt) = config.masking.scheme.choose(&mut rng);
+            let (scheme, prompt) = config.masking.scheme.choose(&config.masking.mix, &mut rng);
             let session = self.map.model_index[batch.session]
                 .expect("the sampler only yields trained sessions");
             let masked = mask_batch(

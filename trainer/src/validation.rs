@@ -109,7 +109,7 @@ pub fn validation_sums(
         let ds_index = batch_plan.session;
         let session = map.model_index[ds_index].expect("only trained sessions are planned");
         let mut rng = streams::validation_masks(config.seed, ds_index, batch_plan.index);
-        let (scheme, prompt) = config.masking.scheme.choose(&mut rng);
+        let (scheme, prompt) = config.masking.scheme.choose(&config.masking.mix, &mut rng);
         let masked = mask_batch(
             &batch,
             scheme,
