@@ -487,13 +487,8 @@ where
                     .map_err(e)?;
             }
             Mark::Dashed => {
-                ctx.draw_series(DashedLineSeries::new(
-                    points,
-                    8,
-                    5,
-                    colour.stroke_width(2).into(),
-                ))
-                .map_err(e)?;
+                ctx.draw_series(DashedLineSeries::new(points, 8, 5, colour.stroke_width(2)))
+                    .map_err(e)?;
             }
             Mark::Band => {
                 ctx.draw_series(std::iter::once(Polygon::new(
