@@ -289,18 +289,9 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
         forward_ceiling: report.ceiling_of(Task::Forward),
         intra_ceiling: report.ceiling_of(Task::Intra),
         inter_ceiling: report.ceiling_of(Task::Inter),
-        own_co_smooth: pretraining
-            .own
-            .as_ref()
-            .and_then(|r| r.mean_of(Task::CoSmooth)),
-        own_co_smooth_baseline: pretraining
-            .own
-            .as_ref()
-            .and_then(|r| r.baseline_of(Task::CoSmooth)),
-        own_co_smooth_ceiling: pretraining
-            .own
-            .as_ref()
-            .and_then(|r| r.ceiling_of(Task::CoSmooth)),
+        own_co_smooth: pretraining.own_co_smooth,
+        own_co_smooth_baseline: pretraining.own_co_smooth_baseline,
+        own_co_smooth_ceiling: pretraining.own_co_smooth_ceiling,
         wall_time_s: started.elapsed().as_secs_f64(),
         world_size: pretraining.world_size,
         git_commit: git_commit(),
@@ -319,8 +310,11 @@ struct Pretraining {
     steps: u64,
     trials_seen: u64,
     world_size: u64,
-    /// The evaluation on its own sessions' test trials, when the sweep scores it.
-    own: Option<Report>,
+    /// Co-smoothing on its own sessions' test trials (model, baseline, ceiling), when the
+    /// sweep scores it.
+    own_co_smooth: Option<f64>,
+    own_co_smooth_baseline: Option<f64>,
+    own_co_smooth_ceiling: Option<f64>,
 }
 
 impl Pretraining {
@@ -336,7 +330,16 @@ impl Pretraining {
             .filter(|(s, _)| pre.data.sessions.contains(&s.eid))
             .map(|(_, &n)| n)
             .sum();
-        let own_path = pre.out_dir.join("eval-test.json");
+        let own = if pre.eval.after_training {
+            Some(read_json::<Report>(
+                &pre.out_dir.join(mtm_trainer::report::RUN_REPORT),
+            )?)
+        } else {
+            None
+        };
+        let own_score = |get: fn(&Report, Task) -> Option<f64>| {
+            own.as_ref().and_then(|r| get(r, Task::CoSmooth))
+        };
         Ok(Self {
             trials: trials as u64,
             tokens: (trials * pre.model.n_bins) as u64,
@@ -345,11 +348,9 @@ impl Pretraining {
             trials_seen: state.step
                 * (cell.batch_size * state.world_size * pre.train.accumulate) as u64,
             world_size: state.world_size as u64,
-            own: if pre.eval.after_training {
-                Some(read_json::<Report>(&own_path)?)
-            } else {
-                None
-            },
+            own_co_smooth: own_score(Report::mean_of),
+            own_co_smooth_baseline: own_score(Report::baseline_of),
+            own_co_smooth_ceiling: own_score(Report::ceiling_of),
         })
     }
 }

@@ -369,7 +369,10 @@ fn train_as(
         options.plots = Some(config.out_dir.join(mtm_trainer::plots::PLOTS_DIR));
         drop(trainer);
         let report = run_eval(&model, &dataset, &options)?;
-        write_report(&report, &config.out_dir.join("eval-test.json"))?;
+        write_report(
+            &report,
+            &config.out_dir.join(mtm_trainer::report::RUN_REPORT),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -58,11 +58,17 @@ pub fn plot(
     // Bands first, under everything else.
     for (colour, s) in series.iter().enumerate() {
         if let Some(fit) = s.fit.as_ref().filter(|f| f.resamples > 0) {
-            let upper = curve(&|n| fit.band_at(n).map_or(f64::NAN, |b| b[1]));
-            let lower = curve(&|n| fit.band_at(n).map_or(f64::NAN, |b| b[0]));
+            // Each n's band once (it sorts every resample's value there): the upper edge
+            // left to right, then the lower edge back.
+            let band: Vec<(f64, [f64; 2])> = curve(&|n| n)
+                .into_iter()
+                .map(|(n, _)| (n, fit.band_at(n).unwrap_or([f64::NAN; 2])))
+                .collect();
+            let upper = band.iter().map(|&(n, b)| (n, b[1]));
+            let lower = band.iter().rev().map(|&(n, b)| (n, b[0]));
             drawn.push(mtm_plot::Series {
                 label: String::new(),
-                points: upper.into_iter().chain(lower.into_iter().rev()).collect(),
+                points: upper.chain(lower).collect(),
                 mark: Mark::Band,
                 colour,
             });

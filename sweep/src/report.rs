@@ -125,15 +125,14 @@ pub fn write(out_dir: &Path, rows: &[Row], budget: &str) -> Result<ReportText> {
             baseline: average(|s| s.baseline),
             ceiling: average(|s| s.ceiling),
         };
-        let (title, unit) = match metric {
-            "co_smooth" => ("Held-out co-smoothing", "bits per spike"),
-            "forward" => ("Held-out forward prediction", "bits per spike"),
-            "intra" => ("Held-out intra-region prediction", "bits per spike"),
-            "inter" => ("Held-out inter-region prediction", "bits per spike"),
-            "choice" => ("Held-out choice decoding", "accuracy"),
-            _ => ("Held-out whisker motion energy decoding", "R²"),
-        };
-        plot(&plots_dir.join(metric), title, unit, &series, references)?;
+        let names = crate::results::describe(metric);
+        plot(
+            &plots_dir.join(metric),
+            names.title,
+            names.unit,
+            &series,
+            references,
+        )?;
     }
     let fits_path = out_dir.join("fits.json");
     let json = serde_json::to_string_pretty(&FitsFile {

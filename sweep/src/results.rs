@@ -115,6 +115,59 @@ pub const METRICS: [(&str, MetricOf); 6] = [
     ("whisker", |r| r.whisker),
 ];
 
+/// How a metric is named in the report: its table heading, its plot title and unit.
+pub struct Describe {
+    /// Column heading of the summary table.
+    pub heading: &'static str,
+    /// Title of its plot.
+    pub title: &'static str,
+    /// Unit of its values.
+    pub unit: &'static str,
+}
+
+/// The names of `metric` (a results column), in one place for the table and the plots.
+pub fn describe(metric: &str) -> Describe {
+    let (heading, title, unit) = match metric {
+        "co_smooth" => (
+            "held-out co-smoothing",
+            "Held-out co-smoothing",
+            "bits per spike",
+        ),
+        "forward" => (
+            "held-out forward prediction",
+            "Held-out forward prediction",
+            "bits per spike",
+        ),
+        "intra" => (
+            "held-out intra-region",
+            "Held-out intra-region prediction",
+            "bits per spike",
+        ),
+        "inter" => (
+            "held-out inter-region",
+            "Held-out inter-region prediction",
+            "bits per spike",
+        ),
+        "choice" => ("held-out choice", "Held-out choice decoding", "accuracy"),
+        "whisker" => (
+            "held-out whisker",
+            "Held-out whisker motion energy decoding",
+            "R²",
+        ),
+        "own_co_smooth" => (
+            "co-smoothing on its pretraining sessions",
+            "Co-smoothing on the pretraining sessions",
+            "bits per spike",
+        ),
+        _ => ("metric", "metric", ""),
+    };
+    Describe {
+        heading,
+        title,
+        unit,
+    }
+}
+
 /// The baseline columns beside the metrics: (column name, accessor).
 pub const BASELINES: [(&str, MetricOf); 4] = [
     ("co_smooth_baseline", |r| r.co_smooth_baseline),

@@ -223,18 +223,9 @@ pub fn markdown(summaries: &[SeedSummary]) -> String {
     out
 }
 
-/// A metric's heading.
+/// A metric's column heading.
 pub fn title(metric: &str) -> &'static str {
-    match metric {
-        "co_smooth" => "held-out co-smoothing",
-        "forward" => "held-out forward prediction",
-        "intra" => "held-out intra-region",
-        "inter" => "held-out inter-region",
-        "choice" => "held-out choice",
-        "whisker" => "held-out whisker",
-        "own_co_smooth" => "co-smoothing on its pretraining sessions",
-        _ => "metric",
-    }
+    results::describe(metric).heading
 }
 
 #[cfg(test)]

@@ -420,7 +420,7 @@ fn model_card(config: &ExportConfig, checkpoint: &Path, parameters: usize) -> St
     let a = &config.architecture;
     let run_dir = checkpoint.parent().and_then(Path::parent);
     let metrics = run_dir
-        .map(|d| d.join("eval-test.json"))
+        .map(|d| d.join(crate::report::RUN_REPORT))
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|t| serde_json::from_str::<crate::report::Report>(&t).ok());
     let mut card = format!(

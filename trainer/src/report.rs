@@ -141,6 +141,9 @@ pub struct Report {
     pub ceiling_mean: Vec<(Task, Option<f64>)>,
 }
 
+/// The file in a run folder that holds the evaluation `mtm train` runs at its end.
+pub const RUN_REPORT: &str = "eval-test.json";
+
 /// The value for `task` in a per-task list of the report.
 fn find(list: &[(Task, Option<f64>)], task: Task) -> Option<f64> {
     list.iter().find(|(t, _)| *t == task).and_then(|(_, v)| *v)
