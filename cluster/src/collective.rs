@@ -147,6 +147,35 @@ pub fn all_reduce_bucketed(
     Ok(())
 }
 
+/// Every rank's `bytes`, rank after rank, as every rank sees them. The lengths go round
+/// with one [`Collective::all_gather`], then each rank's bytes with one
+/// [`Collective::broadcast`] from it. Built on the trait rather than added to it, so every
+/// backend has it at once; meant for results of kilobytes to megabytes (evaluation
+/// reports), not for gradients.
+pub fn all_gather_bytes(
+    collective: &mut dyn Collective,
+    bytes: &[u8],
+) -> Result<Vec<Vec<u8>>, CollectiveError> {
+    if collective.world_size() == 1 {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    // Lengths travel as f64: exact below 2^53 bytes.
+    let lengths = collective.all_gather(&[bytes.len() as f64])?;
+    let mut out = Vec::with_capacity(lengths.len());
+    for (root, &len) in lengths.iter().enumerate() {
+        let mut buffer = if root == collective.rank() {
+            bytes.to_vec()
+        } else {
+            vec![0u8; len as usize]
+        };
+        if !buffer.is_empty() {
+            collective.broadcast(&mut buffer, root)?;
+        }
+        out.push(buffer);
+    }
+    Ok(out)
+}
+
 /// One completed collective, for the dump on failure.
 #[derive(Clone, Debug)]
 pub struct LoggedCollective {

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::collective::{Collective, CollectiveError, ReduceOp, all_reduce_bucketed};
+use crate::collective::{
+    Collective, CollectiveError, ReduceOp, all_gather_bytes, all_reduce_bucketed,
+};
 
 /// Every check below except [`silent_rank_is_named`], in a fixed order.
 pub fn run_all(c: &mut dyn Collective) {
@@ -14,6 +16,7 @@ pub fn run_all(c: &mut dyn Collective) {
     bucketed_all_reduce_matches_one_call(c);
     broadcast_copies_the_root(c);
     all_gather_is_in_rank_order(c);
+    byte_gather_is_in_rank_order(c);
     barriers_keep_ranks_in_step(c);
 }
 
@@ -85,6 +88,20 @@ pub fn all_gather_is_in_rank_order(c: &mut dyn Collective) {
         .flat_map(|r| [r as f64, r as f64 * 10.0 + 0.125])
         .collect();
     assert_eq!(got, want, "rank {rank}: all-gather");
+}
+
+/// Every rank's bytes, rank after rank, with a different length per rank (one rank
+/// sends none).
+pub fn byte_gather_is_in_rank_order(c: &mut dyn Collective) {
+    let (rank, n) = (c.rank(), c.world_size());
+    let bytes_of = |r: usize| -> Vec<u8> { (0..r * 1000).map(|i| (r * 7 + i) as u8).collect() };
+    let got = all_gather_bytes(c, &bytes_of(rank))
+        .unwrap_or_else(|e| panic!("rank {rank}: byte gather: {e}"));
+    let want: Vec<Vec<u8>> = (0..n).map(bytes_of).collect();
+    assert!(
+        got == want,
+        "rank {rank}: byte gather out of order or altered"
+    );
 }
 
 /// After each of several barriers, every rank reports the same barrier count: no rank

@@ -22,7 +22,8 @@ pub mod slurm;
 pub mod threads;
 
 pub use collective::{
-    Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_reduce_bucketed,
+    Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_gather_bytes,
+    all_reduce_bucketed,
 };
 pub use connect::{AllreduceTimes, Fabric, bench_allreduce, connect, mpi_library_version};
 #[cfg(feature = "mpi")]

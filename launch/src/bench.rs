@@ -37,7 +37,8 @@ pub enum BenchCommand {
     },
     /// Training-step time of NDT1 on CPU (default: the paper's configuration, B=16, N=668,
     /// C=668, D=512, 5 layers), with a forward / backward / optimizer breakdown; with
-    /// --torch, the same architecture in PyTorch on CPU in the same run, and the ratio.
+    /// --torch, the same architecture in PyTorch on CPU in the same run, and the ratio; with
+    /// --torch-official, also the official MtM code's step, and that ratio.
     Step(StepArgs),
     /// Evaluation cost of co-smoothing three ways: exact leave-one-out batched (many
     /// held-out units per forward pass), groups of 8 batched, and the official scheme
@@ -101,6 +102,12 @@ pub struct StepArgs {
     /// A Python interpreter with torch: also time benches/torch_ndt1_step.py.
     #[arg(long)]
     torch: Option<std::path::PathBuf>,
+    /// A checkout of the official MtM code (github.com/colehurwitz/IBL_foundation_model):
+    /// also time its NDT1 step, built as its `train_sessions.py` builds it
+    /// (benches/torch_official_step.py, with the interpreter of --torch, which needs
+    /// numpy, scipy, pyyaml and transformers besides torch).
+    #[arg(long, requires = "torch")]
+    torch_official: Option<std::path::PathBuf>,
     /// Threads PyTorch may use (mtm's CPU backend uses every core).
     #[arg(long, default_value_t = 2)]
     torch_threads: usize,
@@ -333,54 +340,123 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
         median(&mut backward),
         median(&mut update)
     );
+    println!("  mask: 30% of units held out in every trial (neuron masking), loss mean over them");
     if let Some(python) = &args.torch {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/torch_ndt1_step.py");
-        let output = std::process::Command::new(python)
-            .arg(&script)
-            .args([
-                "--batch",
-                &b.to_string(),
-                "--units",
-                &n.to_string(),
-                "--stitch-dim",
-                &config.stitch_dim.to_string(),
-                "--hidden",
-                &config.hidden.to_string(),
-                "--layers",
-                &config.layers.to_string(),
-                "--heads",
-                &config.heads.to_string(),
-                "--mlp",
-                &config.mlp.to_string(),
-                "--bins",
-                &t.to_string(),
-                "--steps",
-                &args.steps.to_string(),
-                "--threads",
-                &args.torch_threads.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-        if !output.status.success() {
-            anyhow::bail!(
-                "the PyTorch reference failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let sizes = [
+            ("--batch", b),
+            ("--units", n),
+            ("--stitch-dim", config.stitch_dim),
+            ("--hidden", config.hidden),
+            ("--layers", config.layers),
+            ("--heads", config.heads),
+            ("--mlp", config.mlp),
+            ("--bins", t),
+        ];
+        let mut reference = vec![];
+        for (flag, value) in sizes {
+            reference.extend([flag.to_string(), value.to_string()]);
         }
-        let line = String::from_utf8_lossy(&output.stdout);
-        let result: serde_json::Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("reading the PyTorch reference's output `{line}`"))?;
+        reference.extend([
+            "--steps".into(),
+            args.steps.to_string(),
+            "--threads".into(),
+            args.torch_threads.to_string(),
+        ]);
+        let result = python_bench(python, "torch_ndt1_step.py", &reference)?;
         let theirs = result["step_s_median"].as_f64().unwrap_or(f64::NAN);
         println!(
-            "PyTorch {} (CPU, {} threads, {} parameters): step {theirs:.3} s median",
+            "project reference, PyTorch {} (benches/torch_ndt1_step.py, CPU, {} threads, {} parameters): step {theirs:.3} s median",
             result["torch"].as_str().unwrap_or("?"),
             result["threads"],
             result["params"]
         );
-        println!("ratio mtm / PyTorch: {:.2}", ours / theirs);
+        println!("  mask: the same as mtm's");
+        let official = match &args.torch_official {
+            Some(checkout) => {
+                let mut official_args = vec![
+                    "--checkout".to_string(),
+                    checkout.display().to_string(),
+                    "--batch".into(),
+                    b.to_string(),
+                    "--units".into(),
+                    n.to_string(),
+                    "--steps".into(),
+                    args.steps.to_string(),
+                    "--threads".into(),
+                    args.torch_threads.to_string(),
+                ];
+                if let Some(commit) = git_commit(checkout) {
+                    official_args.extend(["--commit".into(), commit]);
+                }
+                let result = python_bench(python, "torch_official_step.py", &official_args)?;
+                let step = result["step_s_median"].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "official MtM ({}, PyTorch {}, CPU, {} threads, {} parameters): step {step:.3} s median",
+                    result["source"].as_str().unwrap_or("?"),
+                    result["torch"].as_str().unwrap_or("?"),
+                    result["threads"],
+                    result["params"]
+                );
+                if let Some(modes) = result["by_mode"].as_object() {
+                    let modes: Vec<String> = modes
+                        .iter()
+                        .map(|(mode, s)| format!("{mode} {:.3} s", s.as_f64().unwrap_or(f64::NAN)))
+                        .collect();
+                    println!(
+                        "  mask: one of its trainer's four schemes drawn per step; each alone: {}",
+                        modes.join(", ")
+                    );
+                }
+                Some(step)
+            }
+            None => None,
+        };
+        println!("ratio mtm / project reference: {:.2}", ours / theirs);
+        if let Some(official) = official {
+            println!("ratio mtm / official MtM:      {:.2}", ours / official);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `benches/NAME` with `python` and reads the one JSON line it prints.
+fn python_bench(
+    python: &std::path::Path,
+    name: &str,
+    args: &[String],
+) -> Result<serde_json::Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches")
+        .join(name);
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("reading the output of {}: `{line}`", script.display()))
+}
+
+/// The commit a checkout is at, when it is a git work tree.
+fn git_commit(dir: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn eval(

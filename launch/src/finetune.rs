@@ -175,7 +175,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
             held_out.len(),
             options.split.name()
         );
-        let report = run_eval(&model, &dataset, &options)?;
+        let report = run_eval(&model, &dataset, &options, &mut mtm_cluster::SingleProcess)?;
         rows.extend(report.sessions);
     }
     let report = report::summarize(

@@ -326,10 +326,17 @@ fn train_as(
         .with_context(|| format!("setting up the run in {}", config.out_dir.display()))?;
     trainer.set_stop_flag(stop_on_signals()?);
     if !lead {
-        return Ok(match trainer.run(&mut train::Silent)? {
-            RunEnd::Finished | RunEnd::Converged { .. } => ExitCode::SUCCESS,
-            RunEnd::Stopped { step } => after_stop(step, false),
-        });
+        if let RunEnd::Stopped { step } = trainer.run(&mut train::Silent)? {
+            return Ok(after_stop(step, false));
+        }
+        stop_at_once_on_signals()?;
+        if config.eval.after_training && !args.no_eval {
+            // This rank scores its share of the sessions; rank 0 writes the report.
+            let (model, dataset, mut comm) = for_evaluation(trainer);
+            let options = run_eval_options(&config);
+            eval::evaluate_shared(&model, &dataset, &options, comm.as_mut(), &mut |_, _| {})?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let sessions = trainer.sessions().len();
     eprintln!(
@@ -359,16 +366,9 @@ fn train_as(
     // Nothing reads the stop flag any more: from here Ctrl-C and SIGTERM end the process.
     stop_at_once_on_signals()?;
     if config.eval.after_training && !args.no_eval {
-        let dataset = std::sync::Arc::clone(trainer.dataset());
-        // Evaluation runs on the CPU: copy the weights over from wherever training ran.
-        let model = trainer
-            .model()
-            .valid()
-            .to_device(&burn::prelude::Device::flex());
-        let mut options = EvalOptions::from_config(&config);
-        options.plots = Some(config.out_dir.join(mtm_trainer::plots::PLOTS_DIR));
-        drop(trainer);
-        let report = run_eval(&model, &dataset, &options)?;
+        let (model, dataset, mut comm) = for_evaluation(trainer);
+        let options = run_eval_options(&config);
+        let report = run_eval(&model, &dataset, &options, comm.as_mut())?;
         write_report(
             &report,
             &config.out_dir.join(mtm_trainer::report::RUN_REPORT),
@@ -377,17 +377,40 @@ fn train_as(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the evaluation after training needs from the trainer: the weights, copied to the
+/// CPU (evaluation runs there, wherever training ran), the dataset and the collective.
+fn for_evaluation(
+    trainer: Trainer,
+) -> (
+    mtm_trainer::model::Ndt,
+    std::sync::Arc<Dataset>,
+    Box<dyn mtm_cluster::Collective>,
+) {
+    let dataset = std::sync::Arc::clone(trainer.dataset());
+    let model = trainer
+        .model()
+        .valid()
+        .to_device(&burn::prelude::Device::flex());
+    (model, dataset, trainer.into_collective())
+}
+
+/// The evaluation after training: the run's settings, pictures in the run folder.
+fn run_eval_options(config: &RunConfig) -> EvalOptions {
+    let mut options = EvalOptions::from_config(config);
+    options.plots = Some(config.out_dir.join(mtm_trainer::plots::PLOTS_DIR));
+    options
+}
+
+/// Evaluates with a progress bar, the sessions divided between the ranks of `comm`
+/// (the bar counts this rank's share).
 pub(crate) fn run_eval(
     model: &mtm_trainer::model::Ndt,
     dataset: &Dataset,
     options: &EvalOptions,
+    comm: &mut dyn mtm_cluster::Collective,
 ) -> Result<Report> {
-    let total: usize = dataset
-        .sessions
-        .iter()
-        .filter(|s| model.session_index(&s.eid).is_some())
-        .filter(|s| options.sessions.is_empty() || options.sessions.contains(&s.eid))
-        .count()
+    let total = eval::sessions_of_rank(model, dataset, options, comm.rank(), comm.world_size())?
+        .len()
         * options.tasks.len();
     let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template(
@@ -397,7 +420,7 @@ pub(crate) fn run_eval(
         .progress_chars("=> "),
     );
     let mut started = false;
-    let report = eval::evaluate(model, dataset, options, &mut |eid, task| {
+    let report = eval::evaluate_shared(model, dataset, options, comm, &mut |eid, task| {
         if started {
             bar.inc(1);
         }
@@ -447,10 +470,24 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     options.sessions = args.sessions.clone();
     options.save_predictions = args.save_predictions.clone();
     options.plots = args.plots.clone();
+    // Under mpirun the ranks divide the sessions; rank 0 prints and writes the report.
+    let topology = Topology::from_env()?;
+    let mut comm = mtm_cluster::connect(&topology, config.distributed.timeout(), Fabric::Host)
+        .with_context(|| format!("rank {} of {}", topology.rank, topology.world_size))?;
+    if topology.rank != 0 {
+        eval::evaluate_shared(&model, &dataset, &options, comm.as_mut(), &mut |_, _| {})
+            .with_context(|| format!("rank {} of {}", topology.rank, topology.world_size))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
-        "evaluating {} on the {} split of {root}: {}",
+        "evaluating {} on the {} split of {root}{}: {}",
         dir.display(),
         args.split.name(),
+        if topology.world_size > 1 {
+            format!(" over {} ranks", topology.world_size)
+        } else {
+            String::new()
+        },
         options
             .tasks
             .iter()
@@ -458,7 +495,7 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let report = run_eval(&model, &dataset, &options)?;
+    let report = run_eval(&model, &dataset, &options, comm.as_mut())?;
     let out = args
         .out
         .unwrap_or_else(|| dir.join(format!("eval-{}.json", args.split.name())));

@@ -233,6 +233,84 @@ fn two_ranks_train_like_one_rank_on_the_concatenated_batch() {
     );
 }
 
+/// A report with its timings removed (they differ from run to run).
+fn scores(path: &Path) -> serde_json::Value {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("wall_s");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    strip(&mut value);
+    value
+}
+
+/// The evaluation after `mpirun -np 2 mtm train`, and `mpirun -np 2 mtm eval`, divide the
+/// sessions between the ranks; both reports are the single process's, number for number.
+#[test]
+fn two_ranks_evaluate_like_one_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = mtm_tests::TestRun::new(dir.path())
+        .sessions(3, 6, (18, 30), (50, 70), (3, 4))
+        .set(&[
+            "train.steps=3",
+            "seed=3",
+            r#"eval.tasks=["co-smooth","forward","intra","inter"]"#,
+            "distributed.timeout_s=120",
+        ])
+        .write(&dir.path().join("eval.toml"));
+    let config = config.to_str().unwrap();
+    let run_dir = dir.path().join("run");
+    let out = run(mpirun(2, &["train", "--config", config], "warn"));
+    let trained = text(&out.stderr);
+    let after_training = run_dir.join("eval-test.json");
+    assert!(after_training.exists(), "{trained}");
+    let checkpoint = run_dir.to_str().unwrap();
+    let one = dir.path().join("one.json");
+    single(
+        &[
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            one.to_str().unwrap(),
+        ],
+        "warn",
+    );
+    let two = dir.path().join("two.json");
+    let out = run(mpirun(
+        2,
+        &[
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            two.to_str().unwrap(),
+        ],
+        "warn",
+    ));
+    let evaluated = text(&out.stderr);
+    assert!(evaluated.contains("over 2 ranks"), "{evaluated}");
+    let single_report = scores(&one);
+    assert_eq!(
+        single_report["sessions"].as_array().map(Vec::len),
+        Some(3),
+        "{single_report}"
+    );
+    assert_eq!(scores(&two), single_report, "mpirun -np 2 mtm eval");
+    assert_eq!(
+        scores(&after_training),
+        single_report,
+        "the evaluation after mpirun -np 2 mtm train"
+    );
+}
+
 #[test]
 fn a_two_rank_run_resumes_exactly_and_at_another_world_size() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,8 @@ use crate::error::{Result, TrainError};
 use crate::heldout;
 use crate::masking::{Masking, region_indices};
 use crate::model::Ndt;
+use mtm_cluster::{Collective, SingleProcess, all_gather_bytes};
+
 use crate::report::{
     ActivityScore, Reference, Report, SessionReport, TaskResult, TaskScore, summarize,
 };
@@ -72,16 +74,149 @@ impl EvalOptions {
     }
 }
 
-/// Evaluates `model` on `dataset`; `progress` is told each (session, task) as it starts.
+/// Evaluates `model` on `options.split` of every session it and the dataset share (or of
+/// `options.sessions`), in one process. `progress` is told each (session, task) as it
+/// starts.
 pub fn evaluate(
     model: &Ndt,
     dataset: &Dataset,
     options: &EvalOptions,
     progress: &mut dyn FnMut(&str, Task),
 ) -> Result<Report> {
-    let device = model.device();
-    let generator = dataset.generator();
-    let mut sessions = Vec::new();
+    evaluate_shared(model, dataset, options, &mut SingleProcess, progress)
+}
+
+/// Evaluates as [`evaluate`] does with the sessions divided between the ranks of
+/// `collective` (every rank holds the same model): each rank scores its share, the
+/// sessions' reports go round, and every rank returns the whole report. A session's
+/// scores depend on nothing but the model, its data and the options, so the report is
+/// the one a single process writes, number for number. A rank that fails still takes
+/// part in the exchange, and every rank returns its error.
+pub fn evaluate_shared(
+    model: &Ndt,
+    dataset: &Dataset,
+    options: &EvalOptions,
+    collective: &mut dyn Collective,
+    progress: &mut dyn FnMut(&str, Task),
+) -> Result<Report> {
+    let eligible = eligible(model, dataset, options)?;
+    if eligible.is_empty() {
+        return Err(TrainError::Mismatch(format!(
+            "no session of {} is both in the checkpoint and has {} trials{}",
+            dataset.root,
+            options.split.name(),
+            if options.sessions.is_empty() {
+                String::new()
+            } else {
+                format!(" among {}", options.sessions.join(", "))
+            }
+        )));
+    }
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let owners = owners(&eligible, dataset, options, world);
+    let mine: Result<Vec<(usize, SessionReport)>> = eligible
+        .iter()
+        .zip(&owners)
+        .filter(|(_, owner)| **owner == rank)
+        .map(|(&(index, model_index), _)| {
+            evaluate_session(model, dataset, options, index, model_index, progress)
+                .map(|report| (index, report))
+        })
+        .collect();
+    let mut sessions = if world == 1 {
+        mine?
+    } else {
+        let shard = Shard(mine.map_err(|e| e.to_string()));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&shard, &mut bytes)
+            .map_err(|e| TrainError::Mismatch(format!("rank {rank}: encoding its reports: {e}")))?;
+        let mut all = Vec::new();
+        for (from, bytes) in all_gather_bytes(collective, &bytes)?
+            .into_iter()
+            .enumerate()
+        {
+            let Shard(reports) = ciborium::from_reader(bytes.as_slice()).map_err(|e| {
+                TrainError::Mismatch(format!("rank {rank}: decoding rank {from}'s reports: {e}"))
+            })?;
+            all.extend(reports.map_err(|message| {
+                TrainError::Mismatch(format!("evaluation on rank {from}: {message}"))
+            })?);
+        }
+        all
+    };
+    // The dataset's order, whichever rank scored a session.
+    sessions.sort_by_key(|(index, _)| *index);
+    Ok(summarize(
+        options.split.name(),
+        options.masking.name(),
+        &options.tasks,
+        sessions.into_iter().map(|(_, report)| report).collect(),
+    ))
+}
+
+/// The sessions [`evaluate_shared`] gives rank `rank` of `world`, as eids in dataset
+/// order (for a progress count).
+pub fn sessions_of_rank(
+    model: &Ndt,
+    dataset: &Dataset,
+    options: &EvalOptions,
+    rank: usize,
+    world: usize,
+) -> Result<Vec<String>> {
+    let eligible = eligible(model, dataset, options)?;
+    let owners = owners(&eligible, dataset, options, world);
+    Ok(eligible
+        .iter()
+        .zip(owners)
+        .filter(|(_, owner)| *owner == rank)
+        .map(|(&(index, _), _)| dataset.sessions[index].eid.clone())
+        .collect())
+}
+
+/// The rank that evaluates each of `eligible`, balancing units x trials.
+fn owners(
+    eligible: &[(usize, usize)],
+    dataset: &Dataset,
+    options: &EvalOptions,
+    world: usize,
+) -> Vec<usize> {
+    let costs: Vec<usize> = eligible
+        .iter()
+        .map(|&(index, _)| {
+            let s = &dataset.sessions[index];
+            s.n_units * s.trials(options.split)
+        })
+        .collect();
+    share(&costs, world)
+}
+
+/// One rank's evaluated sessions (dataset index and report), or its error in words.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Shard(std::result::Result<Vec<(usize, SessionReport)>, String>);
+
+/// The owner rank of each session: the most expensive first, each to the rank with the
+/// least work so far (the lowest rank on ties). Every rank computes the same answer from
+/// the same metadata.
+fn share(costs: &[usize], world: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(costs[i]), i));
+    let mut load = vec![0usize; world.max(1)];
+    let mut owners = vec![0; costs.len()];
+    for i in order {
+        let rank = (0..load.len())
+            .min_by_key(|&r| (load[r], r))
+            .expect("at least one rank");
+        owners[i] = rank;
+        load[rank] += costs[i].max(1);
+    }
+    owners
+}
+
+/// The sessions to evaluate, as (dataset index, model index), in dataset order: those both
+/// the model and the dataset have (among `options.sessions` when given) with trials in the
+/// split. A session whose unit count differs from the checkpoint's is an error.
+fn eligible(model: &Ndt, dataset: &Dataset, options: &EvalOptions) -> Result<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
     for (index, session) in dataset.sessions.iter().enumerate() {
         if !options.sessions.is_empty() && !options.sessions.contains(&session.eid) {
             continue;
@@ -98,112 +233,102 @@ pub fn evaluate(
                 model.sessions()[model_index].n_units
             )));
         }
-        let n = session.trials(options.split);
-        if n == 0 {
-            continue;
+        if session.trials(options.split) > 0 {
+            out.push((index, model_index));
+        }
+    }
+    Ok(out)
+}
+
+/// Every task on one session: its report, and its predictions and pictures when asked.
+fn evaluate_session(
+    model: &Ndt,
+    dataset: &Dataset,
+    options: &EvalOptions,
+    index: usize,
+    model_index: usize,
+    progress: &mut dyn FnMut(&str, Task),
+) -> Result<SessionReport> {
+    let device = model.device();
+    let generator = dataset.generator();
+    let session = &dataset.sessions[index];
+    let n = session.trials(options.split);
+    let all: Vec<u32> = (0..n as u32).collect();
+    let batch = dataset.read_batch(index, options.split, &all)?;
+    let regions = region_indices(&session.regions);
+    let activity_tasks = options.tasks.iter().any(|t| t.is_activity());
+    let read_split = |split: Split| -> Result<Option<Batch>> {
+        let n = session.trials(split);
+        if n == 0 || split == options.split {
+            return Ok(None);
         }
         let all: Vec<u32> = (0..n as u32).collect();
-        let batch = dataset.read_batch(index, options.split, &all)?;
-        let regions = region_indices(&session.regions);
-        let activity_tasks = options.tasks.iter().any(|t| t.is_activity());
-        let read_split = |split: Split| -> Result<Option<Batch>> {
-            let n = session.trials(split);
-            if n == 0 || split == options.split {
-                return Ok(None);
-            }
-            let all: Vec<u32> = (0..n as u32).collect();
-            Ok(Some(dataset.read_batch(index, split, &all)?))
-        };
-        let (train, val) = if options.baseline && activity_tasks {
-            (read_split(Split::Train)?, read_split(Split::Val)?)
-        } else {
-            (None, None)
-        };
-        let truth = if activity_tasks {
-            generator
-                .as_ref()
-                .and_then(|g| g.true_log_rates(&session.eid))
-                .map(|r| r[options.split as usize].clone())
-                .filter(|r| r.len() == batch.spikes.len())
-        } else {
-            None
-        };
-        let ctx = Context {
-            model,
-            device: &device,
-            session: model_index,
-            options,
-            fit: train.as_ref().map(|train| FitData {
-                train,
-                val: val.as_ref(),
-            }),
-            truth: truth.as_deref(),
-        };
-        let mut tasks = Vec::new();
-        // The region tasks' predictions, kept for the pictures.
-        let (mut inter, mut intra) = (None, None);
-        for &task in &options.tasks {
-            progress(&session.eid, task);
-            let score = match task {
-                Task::Choice | Task::Whisker => ctx.decode(dataset, index, task, &batch)?,
-                _ => {
-                    let (score, saved) = ctx.activity(task, &batch, &regions)?;
-                    if let Some(dir) = &options.save_predictions {
-                        save_predictions(dir, &session.eid, task, &batch, &saved)?;
-                    }
-                    if options.plots.is_some() {
-                        match task {
-                            Task::Inter => inter = Some(saved),
-                            Task::Intra => intra = Some(saved),
-                            _ => {}
-                        }
-                    }
-                    TaskScore::Activity(score)
+        Ok(Some(dataset.read_batch(index, split, &all)?))
+    };
+    let (train, val) = if options.baseline && activity_tasks {
+        (read_split(Split::Train)?, read_split(Split::Val)?)
+    } else {
+        (None, None)
+    };
+    let truth = if activity_tasks {
+        generator
+            .as_ref()
+            .and_then(|g| g.true_log_rates(&session.eid))
+            .map(|r| r[options.split as usize].clone())
+            .filter(|r| r.len() == batch.spikes.len())
+    } else {
+        None
+    };
+    let ctx = Context {
+        model,
+        device: &device,
+        session: model_index,
+        options,
+        fit: train.as_ref().map(|train| FitData {
+            train,
+            val: val.as_ref(),
+        }),
+        truth: truth.as_deref(),
+    };
+    let mut tasks = Vec::new();
+    // The region tasks' predictions, kept for the pictures.
+    let (mut inter, mut intra) = (None, None);
+    for &task in &options.tasks {
+        progress(&session.eid, task);
+        let score = match task {
+            Task::Choice | Task::Whisker => ctx.decode(dataset, index, task, &batch)?,
+            _ => {
+                let (score, saved) = ctx.activity(task, &batch, &regions)?;
+                if let Some(dir) = &options.save_predictions {
+                    save_predictions(dir, &session.eid, task, &batch, &saved)?;
                 }
-            };
-            tasks.push(TaskResult { task, score });
-        }
-        if let Some(dir) = &options.plots {
-            fn view(p: &Option<Predictions>) -> Option<crate::figures::TaskPredictions<'_>> {
-                p.as_ref().map(|p| crate::figures::TaskPredictions {
-                    log_rates: &p.log_rates,
-                    scored: &p.scored,
-                })
+                if options.plots.is_some() {
+                    match task {
+                        Task::Inter => inter = Some(saved),
+                        Task::Intra => intra = Some(saved),
+                        _ => {}
+                    }
+                }
+                TaskScore::Activity(score)
             }
-            crate::figures::write_session(
-                dir,
-                session,
-                &batch,
-                view(&inter),
-                view(&intra),
-                &tasks,
-            )?;
+        };
+        tasks.push(TaskResult { task, score });
+    }
+    if let Some(dir) = &options.plots {
+        fn view(p: &Option<Predictions>) -> Option<crate::figures::TaskPredictions<'_>> {
+            p.as_ref().map(|p| crate::figures::TaskPredictions {
+                log_rates: &p.log_rates,
+                scored: &p.scored,
+            })
         }
-        sessions.push(SessionReport {
-            eid: session.eid.clone(),
-            n_units: session.n_units,
-            trials: n,
-            tasks,
-        });
+        crate::figures::write_session(dir, session, &batch, view(&inter), view(&intra), &tasks)?;
     }
-    if sessions.is_empty() {
-        return Err(TrainError::Mismatch(format!(
-            "no session of {} is both in the checkpoint and has {} trials{}",
-            dataset.root,
-            options.split.name(),
-            if options.sessions.is_empty() {
-                String::new()
-            } else {
-                format!(" among {}", options.sessions.join(", "))
-            }
-        )));
-    }
-    Ok(summarize(
-        options.split.name(),
-        options.masking.name(),
-        &options.tasks,
-        sessions,
-    ))
+    Ok(SessionReport {
+        eid: session.eid.clone(),
+        n_units: session.n_units,
+        trials: n,
+        tasks,
+    })
 }
 
 /// Predictions of one activity task: log-rates and the scored mask, `(K, T, N)`.

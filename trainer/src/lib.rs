@@ -1,5 +1,5 @@
 //! The training layer of mtm (spec §2-§5): masking schemes ([`masking`]), the NDT1 model
-//! ([`model`]), the run configuration ([`config`]) resolved into a plan ([`plan`]), the
+//! ([`model`], its bulk-drawn [`dropout`]), the run configuration ([`config`]) resolved into a plan ([`plan`]), the
 //! data a run reads ([`data`]), the training loop ([`train`]) with its optimizer
 //! ([`optim`]), schedule ([`schedule`]), flat gradient buffer ([`grads`]), per-step
 //! agreement between ranks ([`sync`]), validation ([`validation`]) and metrics log
@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod decode;
+pub mod dropout;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -189,16 +189,16 @@ impl Block {
             Some(mask) => scores.mask_fill(mask.clone(), f32::NEG_INFINITY),
             None => scores,
         };
-        let weights = self.dropout.forward(softmax(scores, 3));
+        let weights = crate::dropout::forward(&self.dropout, softmax(scores, 3));
         let context = weights
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, length, width]);
-        let x = x + self.dropout.forward(self.attn_out.forward(context));
+        let x = x + crate::dropout::forward(&self.dropout, self.attn_out.forward(context));
         let h = self
             .gelu
             .forward(self.mlp_in.forward(self.mlp_norm.forward(x.clone())));
-        x + self.dropout.forward(self.mlp_out.forward(h))
+        x + crate::dropout::forward(&self.dropout, self.mlp_out.forward(h))
     }
 }
 
@@ -373,7 +373,7 @@ impl Ndt {
             Some(_) => x,
             None => x + self.positions.val().slice_dim(0, 0..bins).unsqueeze::<3>(),
         };
-        let x = self.embed_dropout.forward(x);
+        let x = crate::dropout::forward(&self.embed_dropout, x);
         let d = x.dims()[2];
         let token = |table: &Param<Tensor<2>>, row: usize| {
             table

@@ -255,6 +255,12 @@ impl Trainer {
             .expect("the model is only taken inside a step")
     }
 
+    /// The run's collective, handed over when training is done (the evaluation after
+    /// training divides its sessions between the same ranks).
+    pub fn into_collective(self) -> Box<dyn Collective> {
+        self.comm
+    }
+
     /// The dataset the run reads.
     pub fn dataset(&self) -> &Arc<Dataset> {
         &self.dataset
