@@ -333,8 +333,7 @@ fn train_as(
         if config.eval.after_training && !args.no_eval {
             // This rank scores its share of the sessions; rank 0 writes the report.
             let (model, dataset, mut comm) = for_evaluation(trainer);
-            let options = run_eval_options(&config);
-            eval::evaluate_shared(&model, &dataset, &options, comm.as_mut(), &mut |_, _| {})?;
+            run_eval(&model, &dataset, &run_eval_options(&config), comm.as_mut())?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -401,18 +400,22 @@ fn run_eval_options(config: &RunConfig) -> EvalOptions {
     options
 }
 
-/// Evaluates with a progress bar, the sessions divided between the ranks of `comm`
-/// (the bar counts this rank's share).
+/// Evaluates, the sessions divided between the ranks of `comm`, with a progress bar on
+/// rank 0 (counting its share).
 pub(crate) fn run_eval(
     model: &mtm_trainer::model::Ndt,
     dataset: &Dataset,
     options: &EvalOptions,
     comm: &mut dyn mtm_cluster::Collective,
 ) -> Result<Report> {
-    let total = eval::sessions_of_rank(model, dataset, options, comm.rank(), comm.world_size())?
-        .len()
-        * options.tasks.len();
-    let bar = ProgressBar::new(total as u64).with_style(
+    let shares = eval::Shares::new(model, dataset, options, comm.world_size())?;
+    let total = shares.count(comm.rank()) * options.tasks.len();
+    let bar = if comm.rank() == 0 {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    let bar = bar.with_style(
         ProgressStyle::with_template(
             "{spinner} eval [{bar:30}] {pos}/{len} tasks {msg} ({elapsed})",
         )
@@ -420,13 +423,14 @@ pub(crate) fn run_eval(
         .progress_chars("=> "),
     );
     let mut started = false;
-    let report = eval::evaluate_shared(model, dataset, options, comm, &mut |eid, task| {
-        if started {
-            bar.inc(1);
-        }
-        started = true;
-        bar.set_message(format!("{} {}", &eid[..eid.len().min(8)], task.name()));
-    })?;
+    let report =
+        eval::evaluate_shared(model, dataset, options, &shares, comm, &mut |eid, task| {
+            if started {
+                bar.inc(1);
+            }
+            started = true;
+            bar.set_message(format!("{} {}", &eid[..eid.len().min(8)], task.name()));
+        })?;
     bar.finish_and_clear();
     Ok(report)
 }
@@ -475,7 +479,7 @@ pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
     let mut comm = mtm_cluster::connect(&topology, config.distributed.timeout(), Fabric::Host)
         .with_context(|| format!("rank {} of {}", topology.rank, topology.world_size))?;
     if topology.rank != 0 {
-        eval::evaluate_shared(&model, &dataset, &options, comm.as_mut(), &mut |_, _| {})
+        run_eval(&model, &dataset, &options, comm.as_mut())
             .with_context(|| format!("rank {} of {}", topology.rank, topology.world_size))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
+use mtm_cluster::{Collective, SingleProcess, all_gather_bytes};
 use mtm_dataloader::dataset::{Batch, Dataset};
 use mtm_dataloader::session::{Behaviour, Split};
 use safetensors::tensor::{Dtype, TensorView};
@@ -20,8 +21,6 @@ use crate::error::{Result, TrainError};
 use crate::heldout;
 use crate::masking::{Masking, region_indices};
 use crate::model::Ndt;
-use mtm_cluster::{Collective, SingleProcess, all_gather_bytes};
-
 use crate::report::{
     ActivityScore, Reference, Report, SessionReport, TaskResult, TaskScore, summarize,
 };
@@ -83,42 +82,113 @@ pub fn evaluate(
     options: &EvalOptions,
     progress: &mut dyn FnMut(&str, Task),
 ) -> Result<Report> {
-    evaluate_shared(model, dataset, options, &mut SingleProcess, progress)
+    let shares = Shares::new(model, dataset, options, 1)?;
+    evaluate_shared(
+        model,
+        dataset,
+        options,
+        &shares,
+        &mut SingleProcess,
+        progress,
+    )
+}
+
+/// Which rank evaluates which session, decided once from the sessions' metadata: the same
+/// answer on every rank.
+pub struct Shares {
+    /// The sessions to evaluate, as (dataset index, model index), in dataset order.
+    eligible: Vec<(usize, usize)>,
+    /// The rank that evaluates each of `eligible`.
+    owners: Vec<usize>,
+    /// Ranks the sessions are divided between.
+    world: usize,
+}
+
+impl Shares {
+    /// The sessions `evaluate_shared` scores, divided between `world` ranks: the largest
+    /// (units x trials) first, each to the rank with the least work so far (the lowest rank
+    /// on ties). An error when no session is both in the model and has trials in the split.
+    pub fn new(
+        model: &Ndt,
+        dataset: &Dataset,
+        options: &EvalOptions,
+        world: usize,
+    ) -> Result<Self> {
+        let eligible = eligible(model, dataset, options)?;
+        if eligible.is_empty() {
+            return Err(TrainError::Mismatch(format!(
+                "no session of {} is both in the checkpoint and has {} trials{}",
+                dataset.root,
+                options.split.name(),
+                if options.sessions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" among {}", options.sessions.join(", "))
+                }
+            )));
+        }
+        let cost = |i: usize| {
+            let s = &dataset.sessions[eligible[i].0];
+            (s.n_units * s.trials(options.split)).max(1)
+        };
+        let mut order: Vec<usize> = (0..eligible.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(cost(i)), i));
+        let world = world.max(1);
+        let mut load = vec![0usize; world];
+        let mut owners = vec![0; eligible.len()];
+        for i in order {
+            let rank = (0..world)
+                .min_by_key(|&r| (load[r], r))
+                .expect("at least one rank");
+            owners[i] = rank;
+            load[rank] += cost(i);
+        }
+        Ok(Self {
+            eligible,
+            owners,
+            world,
+        })
+    }
+
+    /// The sessions rank `rank` evaluates, as (dataset index, model index).
+    fn of(&self, rank: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.eligible
+            .iter()
+            .zip(&self.owners)
+            .filter(move |(_, owner)| **owner == rank)
+            .map(|(&pair, _)| pair)
+    }
+
+    /// How many sessions rank `rank` evaluates (for a progress count).
+    pub fn count(&self, rank: usize) -> usize {
+        self.of(rank).count()
+    }
 }
 
 /// Evaluates as [`evaluate`] does with the sessions divided between the ranks of
-/// `collective` (every rank holds the same model): each rank scores its share, the
-/// sessions' reports go round, and every rank returns the whole report. A session's
-/// scores depend on nothing but the model, its data and the options, so the report is
-/// the one a single process writes, number for number. A rank that fails still takes
-/// part in the exchange, and every rank returns its error.
+/// `collective` as `shares` says (every rank holds the same model): each rank scores its
+/// share, the sessions' reports go round, and every rank returns the whole report. A
+/// session's scores depend on nothing but the model, its data and the options, so the
+/// report is the one a single process writes, number for number. A rank that fails still
+/// takes part in the exchange, and every rank returns its error.
 pub fn evaluate_shared(
     model: &Ndt,
     dataset: &Dataset,
     options: &EvalOptions,
+    shares: &Shares,
     collective: &mut dyn Collective,
     progress: &mut dyn FnMut(&str, Task),
 ) -> Result<Report> {
-    let eligible = eligible(model, dataset, options)?;
-    if eligible.is_empty() {
+    let (rank, world) = (collective.rank(), collective.world_size());
+    if shares.world != world {
         return Err(TrainError::Mismatch(format!(
-            "no session of {} is both in the checkpoint and has {} trials{}",
-            dataset.root,
-            options.split.name(),
-            if options.sessions.is_empty() {
-                String::new()
-            } else {
-                format!(" among {}", options.sessions.join(", "))
-            }
+            "rank {rank}: the sessions were divided between {} ranks, but the run has {world}",
+            shares.world
         )));
     }
-    let (rank, world) = (collective.rank(), collective.world_size());
-    let owners = owners(&eligible, dataset, options, world);
-    let mine: Result<Vec<(usize, SessionReport)>> = eligible
-        .iter()
-        .zip(&owners)
-        .filter(|(_, owner)| **owner == rank)
-        .map(|(&(index, model_index), _)| {
+    let mine: Result<Vec<(usize, SessionReport)>> = shares
+        .of(rank)
+        .map(|(index, model_index)| {
             evaluate_session(model, dataset, options, index, model_index, progress)
                 .map(|report| (index, report))
         })
@@ -154,63 +224,9 @@ pub fn evaluate_shared(
     ))
 }
 
-/// The sessions [`evaluate_shared`] gives rank `rank` of `world`, as eids in dataset
-/// order (for a progress count).
-pub fn sessions_of_rank(
-    model: &Ndt,
-    dataset: &Dataset,
-    options: &EvalOptions,
-    rank: usize,
-    world: usize,
-) -> Result<Vec<String>> {
-    let eligible = eligible(model, dataset, options)?;
-    let owners = owners(&eligible, dataset, options, world);
-    Ok(eligible
-        .iter()
-        .zip(owners)
-        .filter(|(_, owner)| *owner == rank)
-        .map(|(&(index, _), _)| dataset.sessions[index].eid.clone())
-        .collect())
-}
-
-/// The rank that evaluates each of `eligible`, balancing units x trials.
-fn owners(
-    eligible: &[(usize, usize)],
-    dataset: &Dataset,
-    options: &EvalOptions,
-    world: usize,
-) -> Vec<usize> {
-    let costs: Vec<usize> = eligible
-        .iter()
-        .map(|&(index, _)| {
-            let s = &dataset.sessions[index];
-            s.n_units * s.trials(options.split)
-        })
-        .collect();
-    share(&costs, world)
-}
-
 /// One rank's evaluated sessions (dataset index and report), or its error in words.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Shard(std::result::Result<Vec<(usize, SessionReport)>, String>);
-
-/// The owner rank of each session: the most expensive first, each to the rank with the
-/// least work so far (the lowest rank on ties). Every rank computes the same answer from
-/// the same metadata.
-fn share(costs: &[usize], world: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..costs.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(costs[i]), i));
-    let mut load = vec![0usize; world.max(1)];
-    let mut owners = vec![0; costs.len()];
-    for i in order {
-        let rank = (0..load.len())
-            .min_by_key(|&r| (load[r], r))
-            .expect("at least one rank");
-        owners[i] = rank;
-        load[rank] += costs[i].max(1);
-    }
-    owners
-}
 
 /// The sessions to evaluate, as (dataset index, model index), in dataset order: those both
 /// the model and the dataset have (among `options.sessions` when given) with trials in the

@@ -1,6 +1,6 @@
 //! The training layer of mtm (spec §2-§5): masking schemes ([`masking`]), the NDT1 model
-//! ([`model`], its bulk-drawn [`dropout`]), the run configuration ([`config`]) resolved into a plan ([`plan`]), the
-//! data a run reads ([`data`]), the training loop ([`train`]) with its optimizer
+//! ([`model`], its bulk-drawn [`dropout`]), the run configuration ([`config`]) resolved
+//! into a plan ([`plan`]), the data a run reads ([`data`]), the training loop ([`train`]) with its optimizer
 //! ([`optim`]), schedule ([`schedule`]), flat gradient buffer ([`grads`]), per-step
 //! agreement between ranks ([`sync`]), validation ([`validation`]) and metrics log
 //! ([`metrics_log`]); checkpoints ([`checkpoint`]), tensor I/O ([`weights`]) and models on
