@@ -9,7 +9,7 @@ use lru::LruCache;
 use object_store::ObjectStoreExt;
 
 use crate::error::{DataError, Result};
-use crate::session::{self, BehaviourValues, DecodedGroup, Session, Split};
+use crate::session::{self, BehaviourValues, DecodedGroup, GroupSource, Session, Split};
 use crate::store::Location;
 
 /// Options for opening a dataset.
@@ -21,6 +21,9 @@ pub struct OpenOptions {
     pub cache_bytes: usize,
     /// How many sessions' metadata to read at once.
     pub concurrency: usize,
+    /// Read row groups from the compact side-cars where they exist (the Parquet files
+    /// otherwise); `false` reads the Parquet files always (benchmarks compare the two).
+    pub sidecars: bool,
 }
 
 impl Default for OpenOptions {
@@ -29,6 +32,7 @@ impl Default for OpenOptions {
             io_threads: 2,
             cache_bytes: 2 << 30,
             concurrency: 16,
+            sidecars: true,
         }
     }
 }
@@ -41,6 +45,7 @@ pub struct Dataset {
     pub sessions: Vec<Arc<Session>>,
     runtime: tokio::runtime::Runtime,
     cache: GroupCache,
+    source: GroupSource,
     /// Spike buffers handed back by consumers, reused so that a batch does not page-fault
     /// megabytes of fresh memory.
     buffers: Mutex<Vec<Vec<f32>>>,
@@ -192,6 +197,11 @@ impl Dataset {
             sessions: sessions.into_iter().map(Arc::new).collect(),
             runtime,
             cache: GroupCache::new(options.cache_bytes),
+            source: if options.sidecars {
+                GroupSource::Fastest
+            } else {
+                GroupSource::Parquet
+            },
             buffers: Mutex::new(Vec::new()),
         })
     }
@@ -259,6 +269,7 @@ impl Dataset {
             split,
             file,
             group,
+            self.source,
         ))?);
         self.cache.put(key, Arc::clone(&decoded));
         Ok(decoded)

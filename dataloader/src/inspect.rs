@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::dataset::build_runtime;
 use crate::error::Result;
-use crate::session::{self, Behaviour, Session, Split};
+use crate::session::{self, Behaviour, GroupSource, Session, Split};
 use crate::store::Location;
 
 /// What one session holds.
@@ -29,6 +29,9 @@ pub struct SessionReport {
     /// For each present behaviour column with missing values (null or NaN), how many
     /// trials have at least one: evaluation leaves them out of decoding.
     pub behaviour_missing: Vec<(&'static str, usize)>,
+    /// Split files with a usable compact side-car (each checked row group by row group
+    /// against its Parquet file), and split files in all.
+    pub sidecars: [usize; 2],
     /// Problems found, each naming the URL, row and field.
     pub problems: Vec<String>,
 }
@@ -94,6 +97,7 @@ pub fn inspect(url: &str, mut progress: impl FnMut(Progress)) -> Result<InspectR
             mean_rate_hz: None,
             behaviour: Vec::new(),
             behaviour_missing: Vec::new(),
+            sidecars: [0; 2],
             problems: Vec::new(),
         };
         match opened {
@@ -133,9 +137,22 @@ fn validate(
     for split in Split::ALL {
         report.trials[split as usize] = session.trials(split);
         for (f, file) in session.files(split).iter().enumerate() {
+            report.sidecars[1] += 1;
+            report.sidecars[0] += usize::from(file.sidecar.is_some());
             for g in 0..file.row_group_rows.len() {
-                match runtime.block_on(session::read_group(session, split, f, g)) {
+                let read = |from| runtime.block_on(session::read_group(session, split, f, g, from));
+                match read(GroupSource::Parquet) {
                     Ok(group) => {
+                        if let Some(car) = &file.sidecar {
+                            match read(GroupSource::Fastest) {
+                                Ok(copy) if copy.identical(&group) => {}
+                                Ok(_) => report.problems.push(format!(
+                                    "{}: row group {g} differs from the Parquet file's (rewrite it with `mtm data sidecar`)",
+                                    car.location.url()
+                                )),
+                                Err(e) => report.problems.push(e.to_string()),
+                            }
+                        }
                         spikes += (0..group.n_rows).map(|r| group.row_spikes(r)).sum::<f64>();
                         for b in session.behaviour.present() {
                             let values = group.behaviour.get(b).unwrap_or_default();

@@ -2,7 +2,7 @@
 //!
 //! Reads IBL sessions in the layout the MtM authors published (spec §1.1: one Parquet row
 //! per trial, spikes as CSR) from local disk or object storage, decodes batches of one
-//! session into dense `(B, T, N)` counts, plans and shards batches over ranks, prefetches
+//! session into dense `(B, T, N)` counts (from a compact side-car where one was written), plans and shards batches over ranks, prefetches
 //! them on worker threads, writes the same layout, and generates synthetic IBL-like
 //! sessions.
 //!
@@ -18,6 +18,7 @@ mod reader;
 pub mod sampler;
 pub mod schema;
 pub mod session;
+pub mod sidecar;
 pub mod store;
 pub mod streams;
 pub mod synth;
@@ -27,7 +28,7 @@ pub use dataset::{Batch, Dataset, OpenOptions};
 pub use error::{DataError, Result};
 pub use loader::{Loader, PrefetchConfig};
 pub use sampler::{BatchPlan, Sampler, SamplerState};
-pub use session::{Behaviour, BehaviourValues, Session, Split};
+pub use session::{Behaviour, BehaviourValues, GroupSource, Session, Split};
 pub use store::Location;
 pub use synth::{Dynamics, SynthConfig};
 pub use writer::{SessionInfo, TrialRecord, WriteOptions};

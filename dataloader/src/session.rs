@@ -2,6 +2,7 @@
 //! and decoding their row groups into a compact form.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DataError, Result};
 use crate::reader::ObjectReader;
 use crate::schema::{self, F64Lists, I64Lists};
+use crate::sidecar::{self, Sidecar};
 use crate::store::Location;
 
 /// The three splits of every session.
@@ -98,6 +100,8 @@ pub struct SplitFile {
     pub row_group_rows: Vec<usize>,
     /// The parsed footer, reused by every read of this file.
     pub(crate) metadata: ArrowReaderMetadata,
+    /// Its compact side-car, when one was found and agrees with it (see [`crate::sidecar`]).
+    pub sidecar: Option<Arc<Sidecar>>,
 }
 
 impl SplitFile {
@@ -168,7 +172,7 @@ pub struct BehaviourColumns {
 }
 
 impl BehaviourColumns {
-    fn slot(&mut self, b: Behaviour) -> &mut bool {
+    pub(crate) fn slot(&mut self, b: Behaviour) -> &mut bool {
         match b {
             Behaviour::Choice => &mut self.choice,
             Behaviour::Reward => &mut self.reward,
@@ -287,6 +291,8 @@ pub struct SessionSource {
     pub folder: Location,
     /// Its Parquet files per split with their sizes, sorted by name.
     pub files: [Vec<(Location, u64)>; 3],
+    /// Side-car files found under `mtm/` with their sizes (see [`crate::sidecar`]).
+    pub sidecars: Vec<(Location, u64)>,
 }
 
 /// Finds the sessions a dataset URL names: every `…/data/{split}-*.parquet` below a folder,
@@ -321,20 +327,33 @@ pub async fn discover(root: &Location) -> Result<Vec<SessionSource>> {
     for object in objects {
         let parts: Vec<_> = object.location.parts().collect();
         let n = parts.len();
-        if n < 2 || parts[n - 2].as_ref() != "data" {
+        if n < 2 {
             continue;
         }
-        let Some(split) = Split::from_file_name(parts[n - 1].as_ref()) else {
-            continue;
+        let name = parts[n - 1].as_ref();
+        let split = match parts[n - 2].as_ref() {
+            "data" => match Split::from_file_name(name) {
+                Some(split) => Some(split),
+                None => continue,
+            },
+            sidecar::FOLDER if name.ends_with(&format!(".{}", sidecar::EXTENSION)) => None,
+            _ => continue,
         };
         let folder_path = object_store::path::Path::from_iter(parts[..n - 2].iter().cloned());
         let key = folder_path.to_string();
         let source = by_folder.entry(key).or_insert_with(|| SessionSource {
             folder: root.with_path(folder_path),
             files: Default::default(),
+            sidecars: Vec::new(),
         });
-        source.files[split as usize].push((root.with_path(object.location.clone()), object.size));
+        let found = (root.with_path(object.location.clone()), object.size);
+        match split {
+            Some(split) => source.files[split as usize].push(found),
+            None => source.sidecars.push(found),
+        }
     }
+    // A folder with side-cars but no Parquet files is not a session.
+    by_folder.retain(|_, s| s.files.iter().any(|f| !f.is_empty()));
     let mut sources: Vec<SessionSource> = by_folder.into_values().collect();
     for source in &mut sources {
         for files in &mut source.files {
@@ -401,8 +420,14 @@ async fn discover_manifest(manifest: &Location) -> Result<Vec<SessionSource>> {
     Ok(sources)
 }
 
-/// Reads a file's footer and checks its schema.
-async fn open_file(location: Location, size: u64) -> Result<SplitFile> {
+/// Reads a file's footer and checks its schema; opens its side-car when `sidecar` names
+/// one (a side-car that cannot be used is left out with a warning: the Parquet file is
+/// read instead).
+async fn open_file(
+    location: Location,
+    size: u64,
+    sidecar: Option<(Location, u64)>,
+) -> Result<SplitFile> {
     let url = location.url();
     let mut reader = ObjectReader::new(location.store.clone(), location.path.clone(), size);
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
@@ -414,13 +439,33 @@ async fn open_file(location: Location, size: u64) -> Result<SplitFile> {
         .row_groups()
         .iter()
         .map(|rg| rg.num_rows() as usize)
-        .collect();
+        .collect::<Vec<_>>();
+    let sidecar = match sidecar {
+        None => None,
+        Some((at, sidecar_size)) => {
+            let sidecar_url = at.url();
+            match Sidecar::open(at, sidecar_size, size, row_group_rows.len()).await {
+                Ok(opened) => Some(Arc::new(opened)),
+                Err(reason) => {
+                    ignore_sidecar(&sidecar_url, &reason);
+                    None
+                }
+            }
+        }
+    };
     Ok(SplitFile {
         location,
         size,
         row_group_rows,
         metadata,
+        sidecar,
     })
+}
+
+fn ignore_sidecar(url: &str, reason: &str) {
+    tracing::warn!(
+        "{url}: side-car not used ({reason}); reading the Parquet file instead (`mtm data sidecar` rewrites it)"
+    );
 }
 
 /// A storage failure under parquet's reader is reported as a storage error, the rest as
@@ -487,9 +532,20 @@ async fn read_rows(
 /// first row of its first file.
 pub async fn open_session(source: SessionSource) -> Result<Session> {
     let mut splits: [Vec<SplitFile>; 3] = Default::default();
+    let sidecar_of = |parquet: &Location| {
+        let wanted = sidecar::location_for(parquet).path;
+        source
+            .sidecars
+            .iter()
+            .find(|(s, _)| s.path == wanted)
+            .cloned()
+    };
     for (split, files) in source.files.iter().enumerate() {
         splits[split] = futures::stream::iter(files.iter().cloned())
-            .map(|(loc, size)| open_file(loc, size))
+            .map(|(loc, size)| {
+                let sidecar = sidecar_of(&loc);
+                open_file(loc, size, sidecar)
+            })
             .buffered(8)
             .try_collect()
             .await?;
@@ -549,6 +605,16 @@ pub async fn open_session(source: SessionSource) -> Result<Session> {
     let eid = string(schema::EID)?.ok_or_else(|| row_err(schema::EID, "is null".into()))?;
     let regions = strings(schema::CLUSTER_REGIONS)?
         .ok_or_else(|| row_err(schema::CLUSTER_REGIONS, "is null".into()))?;
+    if regions.len() > MAX_U16 + 1 {
+        return Err(row_err(
+            schema::CLUSTER_REGIONS,
+            format!(
+                "lists {} units; mtm reads sessions of at most {} units",
+                regions.len(),
+                MAX_U16 + 1
+            ),
+        ));
+    }
     let shape_col = schema::required(&url, &batch, schema::SPIKES_SHAPE)?;
     let shape = I64Lists::new(&url, schema::SPIKES_SHAPE, &shape_col)?
         .row(0)
@@ -582,6 +648,24 @@ pub async fn open_session(source: SessionSource) -> Result<Session> {
     let mut behaviour = BehaviourColumns::default();
     for b in Behaviour::ALL {
         *behaviour.slot(b) = everywhere(b.column());
+    }
+    for file in splits.iter_mut().flatten() {
+        let Some(car) = &file.sidecar else { continue };
+        let reason = if (car.n_units, car.n_bins) != (regions.len(), shape[0] as usize) {
+            format!(
+                "written for {} units x {} bins, the session has {} x {}",
+                car.n_units,
+                car.n_bins,
+                regions.len(),
+                shape[0]
+            )
+        } else if !car.covers(behaviour) {
+            "it lacks behaviour columns the session has".to_string()
+        } else {
+            continue;
+        };
+        ignore_sidecar(&car.location.url(), &reason);
+        file.sidecar = None;
     }
     let session = Session {
         n_units: regions.len(),
@@ -638,48 +722,187 @@ async fn check_eids(session: &Session, read_url: &str) -> Result<()> {
     Ok(())
 }
 
-/// One row group decoded and validated: spikes as (flat position, count) pairs.
+/// The most units a session may have, and the largest spike count of one bin: decoded
+/// row groups keep unit indices and counts as u16 (half the memory of u32 positions and
+/// f32 counts, so the cache holds twice the trials and the first epoch touches half the
+/// fresh memory). A Neuropixels session has a few thousand units, and a unit fires at most
+/// about 1 kHz (20 spikes in a 20 ms bin).
+pub const MAX_U16: usize = u16::MAX as usize;
+
+/// One row group decoded and validated: each trial's spikes in CSR form (per-bin offsets,
+/// unit index and count of each non-zero entry).
 #[derive(Debug, Default)]
 pub struct DecodedGroup {
     /// Number of trials in the group.
     pub n_rows: usize,
-    /// `nnz[r]..nnz[r + 1]` are row r's entries in `positions` / `counts`.
+    /// Time bins per trial.
+    pub n_bins: usize,
+    /// `nnz[r]..nnz[r + 1]` are row r's entries in `units` / `counts`.
     pub nnz: Vec<u32>,
-    /// `t * n_units + unit` of each non-zero entry.
-    pub positions: Vec<u32>,
+    /// Per row, `n_bins + 1` offsets of each bin's entries, relative to the row's first
+    /// entry (`bins[r * (n_bins + 1) + t]`).
+    pub bins: Vec<u32>,
+    /// Unit index of each non-zero entry.
+    pub units: Vec<u16>,
     /// Spike count of each entry.
-    pub counts: Vec<f32>,
+    pub counts: Vec<u16>,
     /// Behaviour values of the columns the session has (per trial, or `n_rows * n_bins`).
     pub behaviour: BehaviourValues,
 }
 
 impl DecodedGroup {
+    /// An empty group of trials with `n_bins` bins.
+    pub fn new(n_bins: usize) -> Self {
+        Self {
+            n_bins,
+            nnz: vec![0],
+            ..Default::default()
+        }
+    }
+
     /// Approximate heap size, for the cache's byte budget.
     pub fn heap_bytes(&self) -> usize {
         self.nnz.len() * 4
-            + self.positions.len() * 4
-            + self.counts.len() * 4
+            + self.bins.len() * 4
+            + self.units.len() * 2
+            + self.counts.len() * 2
             + self.behaviour.heap_bytes()
+    }
+
+    /// Whether `other` holds the same trials bit for bit (NaN equal to NaN): how a side-car
+    /// is checked against its Parquet file.
+    pub fn identical(&self, other: &DecodedGroup) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.n_rows == other.n_rows
+            && self.n_bins == other.n_bins
+            && self.nnz == other.nnz
+            && self.bins == other.bins
+            && self.units == other.units
+            && self.counts == other.counts
+            && Behaviour::ALL
+                .into_iter()
+                .all(|b| self.behaviour.get(b).map(bits) == other.behaviour.get(b).map(bits))
+    }
+
+    /// Row `r`'s bin offsets (`n_bins + 1`), unit indices and counts.
+    pub fn row(&self, r: usize) -> (&[u32], &[u16], &[u16]) {
+        let entries = self.nnz[r] as usize..self.nnz[r + 1] as usize;
+        let width = self.n_bins + 1;
+        (
+            &self.bins[r * width..(r + 1) * width],
+            &self.units[entries.clone()],
+            &self.counts[entries],
+        )
     }
 
     /// Total spikes of row `r`.
     pub fn row_spikes(&self, r: usize) -> f64 {
-        self.counts[self.nnz[r] as usize..self.nnz[r + 1] as usize]
-            .iter()
-            .map(|&c| c as f64)
-            .sum()
+        self.row(r).2.iter().map(|&c| c as f64).sum()
     }
 
     /// Adds row `r`'s counts into a dense `(n_bins, n_units)` slice (zeroed by the caller).
     pub fn scatter_row(&self, r: usize, dense: &mut [f32]) {
-        let range = self.nnz[r] as usize..self.nnz[r + 1] as usize;
-        for (&pos, &count) in self.positions[range.clone()]
-            .iter()
-            .zip(&self.counts[range])
-        {
-            dense[pos as usize] += count;
+        let (bins, units, counts) = self.row(r);
+        let n_units = dense.len() / self.n_bins.max(1);
+        for (t, w) in bins.windows(2).enumerate() {
+            let row = &mut dense[t * n_units..(t + 1) * n_units];
+            let range = w[0] as usize..w[1] as usize;
+            for (&unit, &count) in units[range.clone()].iter().zip(&counts[range]) {
+                row[unit as usize] += count as f32;
+            }
         }
     }
+
+    /// Appends one trial given as CSR (`indptr` of `n_bins + 1` offsets from 0, then the
+    /// unit index and spike count of each entry), checking it first; `Err` names the
+    /// layout's field and the problem, and leaves the group unchanged.
+    pub fn push_row(
+        &mut self,
+        indptr: &[i64],
+        units: &[i64],
+        counts: &[i64],
+        n_units: usize,
+    ) -> std::result::Result<(), (&'static str, String)> {
+        let n_bins = self.n_bins;
+        if indptr.len() != n_bins + 1 {
+            return Err((
+                schema::SPIKES_INDPTR,
+                format!(
+                    "has length {}, expected n_bins + 1 = {}",
+                    indptr.len(),
+                    n_bins + 1
+                ),
+            ));
+        }
+        if units.len() != counts.len() {
+            return Err((
+                schema::SPIKES_INDICES,
+                format!(
+                    "has {} entries but `spikes_sparse_data` has {}",
+                    units.len(),
+                    counts.len()
+                ),
+            ));
+        }
+        if indptr[0] != 0 || indptr[n_bins] != counts.len() as i64 {
+            return Err((
+                schema::SPIKES_INDPTR,
+                format!(
+                    "must start at 0 and end at the number of values {}, found {} .. {}",
+                    counts.len(),
+                    indptr[0],
+                    indptr[n_bins]
+                ),
+            ));
+        }
+        for (t, w) in indptr.windows(2).enumerate() {
+            if w[1] < w[0] {
+                return Err((
+                    schema::SPIKES_INDPTR,
+                    format!("decreases from {} to {} at bin {t}", w[0], w[1]),
+                ));
+            }
+            let range = w[0] as usize..w[1] as usize;
+            for (&unit, &count) in units[range.clone()].iter().zip(&counts[range]) {
+                if unit < 0 || unit as usize >= n_units {
+                    return Err((
+                        schema::SPIKES_INDICES,
+                        format!("unit index {unit} at bin {t} is outside 0..{n_units}"),
+                    ));
+                }
+                if count < 0 {
+                    return Err((
+                        schema::SPIKES_DATA,
+                        format!("negative spike count {count} at bin {t}, unit {unit}"),
+                    ));
+                }
+                if count > MAX_U16 as i64 {
+                    return Err((
+                        schema::SPIKES_DATA,
+                        format!(
+                            "spike count {count} at bin {t}, unit {unit} is above {MAX_U16}, the most one bin may hold"
+                        ),
+                    ));
+                }
+            }
+        }
+        // Checked above: offsets fit the row, units < n_units <= 65,536, counts fit u16.
+        self.bins.extend(indptr.iter().map(|&x| x as u32));
+        self.units.extend(units.iter().map(|&u| u as u16));
+        self.counts.extend(counts.iter().map(|&c| c as u16));
+        self.nnz.push(self.units.len() as u32);
+        self.n_rows += 1;
+        Ok(())
+    }
+}
+
+/// Which copy of a row group to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupSource {
+    /// The side-car when the file has one, else the Parquet file.
+    Fastest,
+    /// The Parquet file.
+    Parquet,
 }
 
 /// Reads and validates one row group of one split file.
@@ -688,8 +911,16 @@ pub async fn read_group(
     split: Split,
     file: usize,
     group: usize,
+    from: GroupSource,
 ) -> Result<DecodedGroup> {
     let file_info = &session.files(split)[file];
+    let first_row: usize = file_info.row_group_rows[..group].iter().sum();
+    if let (GroupSource::Fastest, Some(car)) = (from, &file_info.sidecar) {
+        let rows = file_info.row_group_rows[group];
+        return car
+            .read_group(group, rows, first_row, session.behaviour)
+            .await;
+    }
     let url = file_info.location.url();
     let mut columns = vec![
         schema::SPIKES_DATA,
@@ -699,11 +930,7 @@ pub async fn read_group(
     ];
     columns.extend(session.behaviour.present().map(Behaviour::column));
     let batches = read_rows(file_info, &columns, vec![group], None).await?;
-    let first_row: usize = file_info.row_group_rows[..group].iter().sum();
-    let mut out = DecodedGroup {
-        nnz: vec![0],
-        ..Default::default()
-    };
+    let mut out = DecodedGroup::new(session.n_bins);
     let mut row_base = first_row;
     for batch in &batches {
         decode_batch(session, &url, batch, row_base, &mut out)?;
@@ -757,68 +984,8 @@ fn decode_batch(
                 ),
             ));
         }
-        if indptr.len() != n_bins + 1 {
-            return Err(err(
-                schema::SPIKES_INDPTR,
-                format!(
-                    "has length {}, expected n_bins + 1 = {}",
-                    indptr.len(),
-                    n_bins + 1
-                ),
-            ));
-        }
-        if indices.len() != data.len() {
-            return Err(err(
-                schema::SPIKES_INDICES,
-                format!(
-                    "has {} entries but `spikes_sparse_data` has {}",
-                    indices.len(),
-                    data.len()
-                ),
-            ));
-        }
-        if indptr[0] != 0 || indptr[n_bins] != data.len() as i64 {
-            return Err(err(
-                schema::SPIKES_INDPTR,
-                format!(
-                    "must start at 0 and end at the number of values {}, found {} .. {}",
-                    data.len(),
-                    indptr[0],
-                    indptr[n_bins]
-                ),
-            ));
-        }
-        out.positions.reserve(data.len());
-        out.counts.reserve(data.len());
-        for t in 0..n_bins {
-            let (lo, hi) = (indptr[t], indptr[t + 1]);
-            if hi < lo {
-                return Err(err(
-                    schema::SPIKES_INDPTR,
-                    format!("decreases from {lo} to {hi} at bin {t}"),
-                ));
-            }
-            let base = (t * n_units) as u32;
-            for k in lo as usize..hi as usize {
-                let unit = indices[k];
-                if unit < 0 || unit as usize >= n_units {
-                    return Err(err(
-                        schema::SPIKES_INDICES,
-                        format!("unit index {unit} at bin {t} is outside 0..{n_units}"),
-                    ));
-                }
-                let count = data[k];
-                if count < 0 {
-                    return Err(err(
-                        schema::SPIKES_DATA,
-                        format!("negative spike count {count} at bin {t}, unit {unit}"),
-                    ));
-                }
-                out.positions.push(base + unit as u32);
-                out.counts.push(count as f32);
-            }
-        }
-        out.nnz.push(out.positions.len() as u32);
+        out.push_row(indptr, indices, data, n_units)
+            .map_err(|(field, reason)| err(field, reason))?;
     }
     for b in session.behaviour.present() {
         let name = b.column();
@@ -844,7 +1011,6 @@ fn decode_batch(
             }
         }
     }
-    out.n_rows += batch.num_rows();
     Ok(())
 }
 

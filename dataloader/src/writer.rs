@@ -1,10 +1,12 @@
 //! Writes sessions in the published layout: `{eid}_aligned/data/{split}-00000-of-00001.parquet`,
-//! readable by pyarrow and by Hugging Face `datasets.load_dataset("parquet", ...)`.
+//! readable by pyarrow and by Hugging Face `datasets.load_dataset("parquet", ...)`, each file
+//! with its compact side-car under `{eid}_aligned/mtm/` (see [`crate::sidecar`]).
 
 use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
@@ -12,7 +14,8 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{DataError, Result};
 use crate::schema;
-use crate::session::Split;
+use crate::session::{Behaviour, BehaviourColumns, DecodedGroup, Split};
+use crate::sidecar;
 use crate::store::Location;
 
 /// Session constants, repeated on every row as the layout prescribes.
@@ -95,11 +98,17 @@ impl TrialRecord {
 pub struct WriteOptions {
     /// Trials per row group: the unit of reading and caching.
     pub rows_per_group: usize,
+    /// Also write each file's compact side-car (`{eid}_aligned/mtm/`, see
+    /// [`crate::sidecar`]); `false` removes a side-car left from an earlier write.
+    pub sidecar: bool,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        Self { rows_per_group: 64 }
+        Self {
+            rows_per_group: 64,
+            sidecar: true,
+        }
     }
 }
 
@@ -138,7 +147,86 @@ pub async fn write_split(
             .map_err(|e| write_err(e.to_string()))?;
     }
     writer.close().await.map_err(|e| write_err(e.to_string()))?;
+    if !options.sidecar {
+        sidecar::remove(&file).await?;
+        return Ok(file);
+    }
+    let size = file
+        .store
+        .head(&file.path)
+        .await
+        .map_err(|source| DataError::Store {
+            url: url.clone(),
+            source,
+        })?
+        .size;
+    let n_units = info.regions.len();
+    let n_bins = trials.first().map_or(0, |t| t.n_bins);
+    let groups = trials
+        .chunks(options.rows_per_group.max(1))
+        .map(|chunk| decoded_group(chunk, n_bins, n_units, with_wheel))
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(&write_err)?;
+    let mut behaviour = BehaviourColumns::default();
+    for b in Behaviour::ALL {
+        *behaviour.slot(b) = b != Behaviour::Wheel || with_wheel;
+    }
+    sidecar::write(&file, size, &groups, n_bins, n_units, behaviour).await?;
     Ok(file)
+}
+
+/// The trials of one row group as the reader decodes them, for the side-car.
+fn decoded_group(
+    trials: &[TrialRecord],
+    n_bins: usize,
+    n_units: usize,
+    with_wheel: bool,
+) -> std::result::Result<DecodedGroup, String> {
+    let mut group = DecodedGroup::new(n_bins);
+    let mut per_trial = [const { Vec::new() }; 3];
+    let (mut whisker, mut wheel) = (Vec::new(), Vec::new());
+    for (r, trial) in trials.iter().enumerate() {
+        if trial.n_bins != n_bins {
+            return Err(format!(
+                "trial {r} has {} bins, the file's first {n_bins}",
+                trial.n_bins
+            ));
+        }
+        group
+            .push_row(&trial.indptr, &trial.indices, &trial.counts, n_units)
+            .map_err(|(field, reason)| format!("trial {r}, `{field}`: {reason}"))?;
+        for (values, x) in per_trial
+            .iter_mut()
+            .zip([trial.choice, trial.reward, trial.block])
+        {
+            values.push(x as f32);
+        }
+        let per_bin = |v: Option<&Vec<f64>>, name: &str| match v {
+            Some(v) if v.len() == n_bins => Ok(v.iter().map(|&x| x as f32).collect()),
+            Some(v) => Err(format!(
+                "trial {r}: {name} has {} values for {n_bins} bins",
+                v.len()
+            )),
+            None => Ok(vec![f32::NAN; n_bins]),
+        };
+        whisker.extend(per_bin(Some(&trial.whisker), schema::WHISKER)?);
+        if with_wheel {
+            wheel.extend(per_bin(trial.wheel.as_ref(), schema::WHEEL)?);
+        }
+    }
+    let [choice, reward, block] = per_trial;
+    for (b, values) in [
+        (Behaviour::Choice, choice),
+        (Behaviour::Reward, reward),
+        (Behaviour::Block, block),
+        (Behaviour::Whisker, whisker),
+    ] {
+        *group.behaviour.slot(b) = Some(values);
+    }
+    if with_wheel {
+        *group.behaviour.slot(Behaviour::Wheel) = Some(wheel);
+    }
+    Ok(group)
 }
 
 fn record_batch(

@@ -41,7 +41,10 @@ fn write_synthetic(url: &str, sessions: usize) -> Vec<mtm_dataloader::synth::Syn
             &root,
             &s.info,
             &s.trials,
-            WriteOptions { rows_per_group: 7 },
+            WriteOptions {
+                rows_per_group: 7,
+                ..Default::default()
+            },
         ))
         .unwrap();
     }
@@ -214,7 +217,11 @@ fn dataset_with(
             &Location::parse(&url).unwrap(),
             &session.info,
             &session.trials,
-            WriteOptions::default(),
+            // The Parquet file's own checks: the side-car writer would refuse the data.
+            WriteOptions {
+                sidecar: false,
+                ..Default::default()
+            },
         ))
         .unwrap();
     (dir, url)
@@ -316,7 +323,10 @@ fn shape_inconsistent_across_rows_is_reported() {
         &session.info,
         Split::Train,
         &trials,
-        WriteOptions::default(),
+        WriteOptions {
+            sidecar: false,
+            ..Default::default()
+        },
     ))
     .unwrap();
     let err = first_error(url);
@@ -420,5 +430,156 @@ fn missing_behaviour_values_read_as_nan_and_inspect_counts_their_trials() {
     assert_eq!(
         session.behaviour_missing,
         vec![("choice", 1), ("whisker-motion-energy", 1)]
+    );
+}
+
+// ---------------------------------------------------------------- compact side-cars
+
+fn open(url: &str, sidecars: bool) -> Dataset {
+    Dataset::open_with(
+        url,
+        &mtm_dataloader::OpenOptions {
+            sidecars,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn sidecars_give_the_same_trials_as_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap();
+    write_synthetic(url, 2);
+    let (fast, slow) = (open(url, true), open(url, false));
+    let rt = runtime();
+    for (index, session) in fast.sessions.iter().enumerate() {
+        for split in Split::ALL {
+            for (f, file) in session.files(split).iter().enumerate() {
+                assert!(file.sidecar.is_some(), "{}", file.location.url());
+                for g in 0..file.row_group_rows.len() {
+                    let read = |from| {
+                        rt.block_on(mtm_dataloader::session::read_group(
+                            session, split, f, g, from,
+                        ))
+                        .unwrap()
+                    };
+                    let (a, b) = (
+                        read(mtm_dataloader::GroupSource::Fastest),
+                        read(mtm_dataloader::GroupSource::Parquet),
+                    );
+                    assert!(a.identical(&b), "{split} file {f} group {g}");
+                    assert!(a.n_rows > 0 && !a.units.is_empty());
+                }
+            }
+            let all: Vec<u32> = (0..session.trials(split) as u32).collect();
+            let (x, y) = (
+                fast.read_batch(index, split, &all).unwrap(),
+                slow.read_batch(index, split, &all).unwrap(),
+            );
+            assert_eq!(x.spikes, y.spikes);
+            for b in Behaviour::ALL {
+                assert_eq!(
+                    x.behaviour.get(b).map(bits),
+                    y.behaviour.get(b).map(bits),
+                    "{b:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The side-car of the session's train file.
+fn train_sidecar(dir: &std::path::Path, eid: &str) -> std::path::PathBuf {
+    dir.join(format!("{eid}_aligned/mtm/train-00000-of-00001.arrow"))
+}
+
+#[test]
+fn a_stale_sidecar_is_ignored_and_a_rewrite_without_one_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap();
+    let session = write_synthetic(url, 1).remove(0);
+    let car = train_sidecar(dir.path(), &session.info.eid);
+    let old = std::fs::read(&car).unwrap();
+    // Rewriting the train file without a side-car removes the old one...
+    let fewer = session.trials[0][..10].to_vec();
+    runtime()
+        .block_on(write_split(
+            &Location::parse(url).unwrap(),
+            &session.info,
+            Split::Train,
+            &fewer,
+            WriteOptions {
+                sidecar: false,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert!(!car.exists());
+    // ...and one put back by hand is recognised as made from other contents.
+    std::fs::write(&car, old).unwrap();
+    let dataset = open(url, true);
+    let train = &dataset.sessions[0].files(Split::Train)[0];
+    assert!(train.sidecar.is_none());
+    assert!(dataset.sessions[0].files(Split::Val)[0].sidecar.is_some());
+    let batch = dataset
+        .read_batch(0, Split::Train, &(0..10).collect::<Vec<_>>())
+        .unwrap();
+    let n = session.info.regions.len();
+    for (i, trial) in fewer.iter().enumerate() {
+        let per = trial.n_bins * n;
+        assert_eq!(batch.spikes[i * per..(i + 1) * per], dense(trial, n)[..]);
+    }
+}
+
+#[test]
+fn a_corrupt_sidecar_names_its_file_row_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap();
+    let session = write_synthetic(url, 1).remove(0);
+    let n_units = session.info.regions.len();
+    let dataset = open(url, false);
+    let meta = &dataset.sessions[0];
+    let file = &meta.files(Split::Train)[0];
+    let rt = runtime();
+    let mut groups: Vec<_> = (0..file.row_group_rows.len())
+        .map(|g| {
+            rt.block_on(mtm_dataloader::session::read_group(
+                meta,
+                Split::Train,
+                0,
+                g,
+                mtm_dataloader::GroupSource::Parquet,
+            ))
+            .unwrap()
+        })
+        .collect();
+    // Row 1 of the second group (row 8 of the file, 7 rows per group) names a unit past the end.
+    let first = groups[1].nnz[1] as usize;
+    groups[1].units[first] = n_units as u16;
+    let bytes =
+        mtm_dataloader::sidecar::encode(&groups, meta.n_bins, n_units, meta.behaviour, file.size)
+            .unwrap();
+    std::fs::write(train_sidecar(dir.path(), &session.info.eid), bytes).unwrap();
+    let dataset = open(url, true);
+    let err = dataset
+        .read_batch(0, Split::Train, &[8])
+        .expect_err("a unit index past the end must not decode");
+    match &err {
+        DataError::InvalidRow {
+            url, row, field, ..
+        } => {
+            assert!(url.ends_with("mtm/train-00000-of-00001.arrow"), "{err}");
+            assert_eq!((*row, field.as_str()), (8, "units"), "{err}");
+        }
+        other => panic!("expected an invalid-row error, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("outside 0..{n_units}")),
+        "{err}"
     );
 }

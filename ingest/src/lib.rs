@@ -658,6 +658,7 @@ pub fn ingest(
                     let result = convert_session(arg, options).and_then(|c| {
                         let write = WriteOptions {
                             rows_per_group: options.rows_per_group,
+                            ..WriteOptions::default()
                         };
                         match &local {
                             Some(dir) => {

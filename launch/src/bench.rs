@@ -6,16 +6,21 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use mtm_dataloader::{Dataset, Loader, OpenOptions, PrefetchConfig, Sampler, SamplerState, Split};
+use mtm_dataloader::{
+    Dataset, GroupSource, Loader, OpenOptions, PrefetchConfig, Sampler, SamplerState, Split,
+};
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Decoded trials per second from a dataset (local or object storage).
     ///
-    /// Pass 1 starts with an empty cache, so it includes fetching and decoding Parquet;
-    /// later passes decode from the row-group cache. CPU time is the process's own
-    /// (user + system, from /proc), so trials per CPU-second is the per-core rate.
+    /// Pass 1 starts with an empty cache, so it includes fetching and decoding the files
+    /// (the compact side-cars where the dataset has them, else Parquet); later passes decode
+    /// from the row-group cache. Where side-cars exist, one more cold pass reads the Parquet
+    /// files instead, and the ratio of the two cold rates is printed. CPU time is the
+    /// process's own (user + system, from /proc), so trials per CPU-second is the per-core
+    /// rate.
     Data {
         /// Dataset root or manifest.
         url: String,
@@ -34,6 +39,9 @@ pub enum BenchCommand {
         /// Epochs over the train split.
         #[arg(long, default_value_t = 2)]
         passes: u64,
+        /// Read the Parquet files only, even where side-cars exist.
+        #[arg(long)]
+        parquet: bool,
     },
     /// Training-step time of NDT1 on CPU (default: the paper's configuration, B=16, N=668,
     /// C=668, D=512, 5 layers), with a forward / backward / optimizer breakdown; with
@@ -123,7 +131,18 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
             batch_size,
             depth,
             passes,
-        } => data(&url, threads, io_threads, batch_size, depth, passes),
+            parquet,
+        } => data(
+            &url,
+            DataBench {
+                threads,
+                io_threads,
+                batch_size,
+                depth,
+                passes,
+                parquet,
+            },
+        ),
         BenchCommand::Step(args) => step(&args),
         BenchCommand::Eval {
             checkpoint,
@@ -179,80 +198,202 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn data(
-    url: &str,
+/// Settings of `mtm bench data`.
+struct DataBench {
     threads: usize,
     io_threads: usize,
     batch_size: usize,
     depth: usize,
     passes: u64,
-) -> Result<ExitCode> {
+    parquet: bool,
+}
+
+fn data(url: &str, bench: DataBench) -> Result<ExitCode> {
+    let open = |sidecars: bool| -> Result<Arc<Dataset>> {
+        Ok(Arc::new(
+            Dataset::open_with(
+                url,
+                &OpenOptions {
+                    io_threads: bench.io_threads,
+                    sidecars,
+                    ..OpenOptions::default()
+                },
+            )
+            .with_context(|| format!("opening {url}"))?,
+        ))
+    };
     let open_start = Instant::now();
-    let dataset = Arc::new(
-        Dataset::open_with(
-            url,
-            &OpenOptions {
-                io_threads,
-                ..OpenOptions::default()
-            },
-        )
-        .with_context(|| format!("opening {url}"))?,
-    );
+    let dataset = open(!bench.parquet)?;
     let units: usize =
         dataset.sessions.iter().map(|s| s.n_units).sum::<usize>() / dataset.sessions.len().max(1);
+    let files = || {
+        dataset
+            .sessions
+            .iter()
+            .flat_map(|s| s.splits.iter().flatten())
+    };
+    let with_sidecar = files().filter(|f| f.sidecar.is_some()).count();
     println!(
-        "opened {} sessions (mean {units} units) in {:.2}s",
+        "opened {} sessions (mean {units} units; side-cars for {with_sidecar} of {} split files{}) in {:.2}s",
         dataset.sessions.len(),
+        files().count(),
+        if bench.parquet {
+            ", not used: --parquet"
+        } else {
+            ""
+        },
         open_start.elapsed().as_secs_f64()
     );
-    let sampler = Sampler::new(dataset.trial_counts(Split::Train), batch_size, 0, 0, 1)?;
-    let steps = sampler.steps_per_epoch();
+    let sampler = Sampler::new(
+        dataset.trial_counts(Split::Train),
+        bench.batch_size,
+        0,
+        0,
+        1,
+    )?;
     println!(
-        "pass  trials  wall(s)  cpu(s)  trials/s  trials/cpu-s  ({threads} decode thread(s), {io_threads} I/O thread(s), B={batch_size})"
+        "pass  trials  wall(s)  cpu(s)  trials/s  trials/cpu-s  ({} decode thread(s), {} I/O thread(s), B={})",
+        bench.threads, bench.io_threads, bench.batch_size
     );
-    for pass in 0..passes {
+    let cold_label = if with_sidecar > 0 && !bench.parquet {
+        "cold: fetch + side-car decode + densify"
+    } else {
+        "cold: fetch + Parquet decode + densify"
+    };
+    let mut cold = Vec::new();
+    for pass in 0..bench.passes {
+        let label = if pass == 0 {
+            cold_label
+        } else {
+            "warm: densify from cache"
+        };
+        let rate = data_pass(&dataset, &sampler, &bench, pass, label)?;
         if pass == 0 {
-            dataset.clear_cache();
+            cold.push(rate);
         }
-        let (wall0, cpu0) = (Instant::now(), cpu_seconds());
-        let mut loader = Loader::new(
-            Arc::clone(&dataset),
-            Split::Train,
-            sampler.clone(),
-            SamplerState {
-                epoch: pass,
-                position: 0,
-            },
-            PrefetchConfig { depth, threads },
-        )?;
-        let mut trials = 0usize;
-        let mut checksum = 0.0f64;
-        for _ in 0..steps {
-            let batch = loader.next_batch()?;
-            trials += batch.len();
-            checksum += batch.spikes[0] as f64;
-            loader.recycle(batch);
-        }
-        drop(loader);
-        let wall = wall0.elapsed().as_secs_f64();
-        let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| b - a);
+    }
+    // Decoding alone, each row group of the train split once, dropped at once (the memory
+    // is reused, as when the cache is full and evicting): the per-core decode rate that a
+    // dataset too large for the cache sees every epoch.
+    let sources: &[(GroupSource, &str)] = if with_sidecar > 0 && !bench.parquet {
+        &[
+            (GroupSource::Fastest, "side-car"),
+            (GroupSource::Parquet, "Parquet"),
+        ]
+    } else {
+        &[(GroupSource::Parquet, "Parquet")]
+    };
+    let mut decode = Vec::new();
+    for &(source, name) in sources {
+        let (trials, wall, cpu) = decode_only(&dataset, source)?;
         println!(
-            "{:>4} {:>7} {:>8.3} {:>7} {:>9.0} {:>13}  {}",
-            pass + 1,
-            trials,
-            wall,
+            "   - {trials:>7} {wall:>8.3} {:>7} {:>9.0} {:>13}  decode only ({name}, no cache, no densify)",
             cpu.map_or("-".into(), |c| format!("{c:.2}")),
             trials as f64 / wall,
             cpu.map_or("-".into(), |c| format!("{:.0}", trials as f64 / c)),
-            if pass == 0 {
-                "cold: fetch + Parquet decode + densify"
-            } else {
-                "warm: densify from cache"
-            },
         );
-        std::hint::black_box(checksum);
+        decode.push(trials as f64 / wall);
+    }
+    if let [sidecar, parquet] = decode[..] {
+        println!(
+            "decode only, side-car / Parquet: {:.2}x trials/s",
+            sidecar / parquet
+        );
+    }
+    if with_sidecar > 0 && !bench.parquet {
+        drop(dataset);
+        let parquet = open(false)?;
+        let rate = data_pass(
+            &parquet,
+            &sampler,
+            &bench,
+            0,
+            "cold: fetch + Parquet decode + densify (for comparison)",
+        )?;
+        cold.push(rate);
+        println!(
+            "cold side-car / cold Parquet: {:.2}x trials/s, {:.2}x trials/cpu-s",
+            cold[0].0 / cold[1].0,
+            cold[0].1 / cold[1].1
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Decodes every row group of the train split once from `source`, dropping each; returns
+/// (trials, wall seconds, CPU seconds).
+fn decode_only(dataset: &Dataset, source: GroupSource) -> Result<(usize, f64, Option<f64>)> {
+    let (wall0, cpu0) = (Instant::now(), cpu_seconds());
+    let mut trials = 0;
+    for session in &dataset.sessions {
+        for (f, file) in session.files(Split::Train).iter().enumerate() {
+            for g in 0..file.row_group_rows.len() {
+                let group = dataset.block_on(mtm_dataloader::session::read_group(
+                    session,
+                    Split::Train,
+                    f,
+                    g,
+                    source,
+                ))?;
+                trials += group.n_rows;
+            }
+        }
+    }
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| b - a);
+    Ok((trials, wall0.elapsed().as_secs_f64(), cpu))
+}
+
+/// One epoch over the train split (the cache cleared first on pass 0); prints its row and
+/// returns (trials/s, trials/cpu-s).
+fn data_pass(
+    dataset: &Arc<Dataset>,
+    sampler: &Sampler,
+    bench: &DataBench,
+    pass: u64,
+    label: &str,
+) -> Result<(f64, f64)> {
+    if pass == 0 {
+        dataset.clear_cache();
+    }
+    let (wall0, cpu0) = (Instant::now(), cpu_seconds());
+    let mut loader = Loader::new(
+        Arc::clone(dataset),
+        Split::Train,
+        sampler.clone(),
+        SamplerState {
+            epoch: pass,
+            position: 0,
+        },
+        PrefetchConfig {
+            depth: bench.depth,
+            threads: bench.threads,
+        },
+    )?;
+    let mut trials = 0usize;
+    let mut checksum = 0.0f64;
+    for _ in 0..sampler.steps_per_epoch() {
+        let batch = loader.next_batch()?;
+        trials += batch.len();
+        checksum += batch.spikes[0] as f64;
+        loader.recycle(batch);
+    }
+    drop(loader);
+    let wall = wall0.elapsed().as_secs_f64();
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| b - a);
+    println!(
+        "{:>4} {:>7} {:>8.3} {:>7} {:>9.0} {:>13}  {label}",
+        pass + 1,
+        trials,
+        wall,
+        cpu.map_or("-".into(), |c| format!("{c:.2}")),
+        trials as f64 / wall,
+        cpu.map_or("-".into(), |c| format!("{:.0}", trials as f64 / c)),
+    );
+    std::hint::black_box(checksum);
+    Ok((
+        trials as f64 / wall,
+        cpu.map_or(f64::NAN, |c| trials as f64 / c),
+    ))
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -102,6 +102,7 @@ pub fn synth(args: SynthArgs) -> Result<ExitCode> {
     let mut trials = 0;
     let options = WriteOptions {
         rows_per_group: args.rows_per_group,
+        ..WriteOptions::default()
     };
     // A local folder appears only when complete; an object store URL is written in place.
     let local = mtm_dataloader::store::local_path(&args.out).filter(|p| !p.exists());
@@ -143,13 +144,53 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the compact side-car of every split file, for datasets made by other tools.
+    ///
+    /// A side-car (`{eid}_aligned/mtm/{split}-….arrow`, Arrow IPC) holds a file's spikes
+    /// and behaviour in the narrowest types, one record batch per Parquet row group; the
+    /// loader reads it instead of decoding Parquet's int64 lists, which makes the first
+    /// epoch (every read before the row-group cache holds the data) several times faster.
+    /// `mtm ingest` and `mtm synth` write side-cars as they write; this command makes them
+    /// for a dataset downloaded in the published layout. The Parquet files are not
+    /// changed; a side-car that no longer matches its Parquet file is ignored with a
+    /// warning. `mtm data inspect` checks each side-car against its Parquet file.
+    Sidecar {
+        /// Dataset root (folder or object-store URL), or a manifest file of session folders.
+        url: String,
+    },
 }
 
 /// Runs a `mtm data` subcommand.
 pub fn run(command: DataCommand) -> Result<ExitCode> {
     match command {
         DataCommand::Inspect { url, json } => inspect_cmd(&url, json),
+        DataCommand::Sidecar { url } => sidecar_cmd(&url),
     }
+}
+
+fn sidecar_cmd(url: &str) -> Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} writing side-cars [{bar:30}] {pos}/{len} files ({elapsed})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let written = mtm_dataloader::sidecar::write_all(url, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("writing side-cars for {url}"))?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} side-cars ({:.1} MB, from {:.1} MB of Parquet) in {:.1}s",
+        written.files,
+        written.sidecar_bytes as f64 / 1e6,
+        written.parquet_bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect_cmd(url: &str, json: bool) -> Result<ExitCode> {
@@ -215,6 +256,18 @@ fn print_table(report: &inspect::InspectReport) {
         totals[1],
         totals[2],
         totals[3]
+    );
+    let (with, files) = report
+        .sessions
+        .iter()
+        .fold((0, 0), |(w, f), s| (w + s.sidecars[0], f + s.sidecars[1]));
+    println!(
+        "compact side-cars: {with} of {files} split files{}",
+        if with < files {
+            " (`mtm data sidecar URL` writes the rest; they make the first epoch's reads faster)"
+        } else {
+            " (each checked against its Parquet file)"
+        }
     );
 }
 

@@ -113,6 +113,45 @@ fn inspect_reports_a_broken_file_and_exits_non_zero() {
 }
 
 #[test]
+fn sidecars_are_written_for_a_dataset_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    synth(root, &[]);
+    let before = table(&mtm(&["data", "inspect", root], &[]));
+    let folders: Vec<_> = mtm_tests::walk(dir.path())
+        .into_iter()
+        .filter_map(|p| p.parent().map(|d| d.to_path_buf()))
+        .filter(|d| d.ends_with("mtm"))
+        .collect();
+    assert!(!folders.is_empty());
+    for folder in &folders {
+        let _ = std::fs::remove_dir_all(folder);
+    }
+    let o = mtm(&["data", "inspect", root], &[]);
+    assert!(
+        text(&o.stdout).contains("compact side-cars: 0 of 6 split files (`mtm data sidecar URL`"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = mtm(&["data", "sidecar", root], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("wrote 6 side-cars"),
+        "{}",
+        text(&o.stdout)
+    );
+    let after = mtm(&["data", "inspect", root], &[]);
+    assert!(after.status.success(), "{}", text(&after.stderr));
+    assert!(
+        text(&after.stdout).contains("compact side-cars: 6 of 6 split files (each checked"),
+        "{}",
+        text(&after.stdout)
+    );
+    // The table is the same whichever copy is read.
+    assert_eq!(before, table(&after));
+}
+
+#[test]
 fn an_empty_root_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let o = mtm(&["data", "inspect", dir.path().to_str().unwrap()], &[]);
@@ -145,6 +184,12 @@ fn s3_round_trip_against_a_real_server() {
     synth("s3://ibl/aligned", &env);
     let remote = mtm(&["data", "inspect", "s3://ibl/aligned"], &env);
     assert!(remote.status.success(), "{}", text(&remote.stderr));
+    // synth wrote a side-car per split file, and inspect checked each against its Parquet.
+    assert!(
+        text(&remote.stdout).contains("compact side-cars: 6 of 6 split files (each checked"),
+        "{}",
+        text(&remote.stdout)
+    );
 
     // The same seed written locally gives the same table.
     let dir = tempfile::tempdir().unwrap();
@@ -166,7 +211,12 @@ fn s3_round_trip_against_a_real_server() {
         &env,
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).contains("cold"), "{}", text(&o.stdout));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("cold: fetch + side-car decode")
+            && out.contains("cold side-car / cold Parquet"),
+        "{out}"
+    );
 
     // A bucket that does not exist is a storage error naming the URL.
     let o = mtm(&["data", "inspect", "s3://no-such-bucket/x"], &env);

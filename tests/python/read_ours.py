@@ -64,6 +64,24 @@ def main(root):
                 unit_sums += dense.sum(axis=0)
                 assert len(row["whisker-motion-energy"]) == n_bins
                 assert len(row["choice"]) == 1 and row["choice"][0] in (-1.0, 1.0)
+            # The compact side-cars (Arrow IPC beside data/): the same trials, read by pyarrow.
+            car_sums, car_choice = [], []
+            for f in files:
+                stem = os.path.basename(f)[: -len(".parquet")]
+                car = pa.ipc.open_file(os.path.join(folder, "mtm", stem + ".arrow")).read_all()
+                assert car.schema.field("units").type == pa.list_(pa.field("item", pa.uint16(), False))
+                for indptr, units, counts, choice in zip(
+                    car.column("indptr").to_pylist(),
+                    car.column("units").to_pylist(),
+                    car.column("counts").to_pylist(),
+                    car.column("choice").to_pylist(),
+                ):
+                    assert len(indptr) == 101 and indptr[-1] == len(units) == len(counts)
+                    assert max(units, default=0) < n_units
+                    car_sums.append(int(sum(counts)))
+                    car_choice.append(choice)
+            assert car_sums == sums, (folder, split)
+            assert car_choice == [r["choice"][0] for r in rows], (folder, split)
             session[split] = {
                 "rows": len(rows),
                 "trial_sums": sums,

@@ -18,7 +18,16 @@ fn pyarrow_and_datasets_read_what_we_write() {
         regions: (3, 4),
         ..SynthConfig::default()
     };
-    write_dataset(root, &config, WriteOptions { rows_per_group: 8 }, |_, _| {}).unwrap();
+    write_dataset(
+        root,
+        &config,
+        WriteOptions {
+            rows_per_group: 8,
+            ..Default::default()
+        },
+        |_, _| {},
+    )
+    .unwrap();
     let python: Value = serde_json::from_str(&run_python("read_ours.py", &[root])).unwrap();
     let dataset = Dataset::open(root).unwrap();
     assert_eq!(python.as_object().unwrap().len(), 2);
