@@ -60,9 +60,14 @@ fn synth_then_inspect_locally() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("2 sessions"), "{out}");
+    // Session rows start with their eid (a UUID).
     let rows: Vec<&str> = out
         .lines()
-        .filter(|l| l.contains('-') && l.contains(':'))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.len() == 36 && w.matches('-').count() == 4)
+        })
         .collect();
     assert_eq!(rows.len(), 2, "{out}");
 
