@@ -229,6 +229,17 @@ impl Sidecar {
     }
 }
 
+/// Column `name` of a side-car's record batch, as stored (no cast: the side-car's types
+/// are its own, unlike the published layout's).
+fn required<'a>(url: &str, batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| DataError::MissingColumn {
+            url: url.to_string(),
+            column: name.to_string(),
+        })
+}
+
 /// The values of a list column of unsigned integers, with the list offsets.
 enum Ints<'a> {
     U8(&'a [u8]),
@@ -243,12 +254,7 @@ fn list_parts<'a>(url: &str, batch: &'a RecordBatch, name: &str) -> Result<(&'a 
         expected: "a non-null list of non-null u8, u16 or u32".into(),
         found: found.to_string(),
     };
-    let array = batch
-        .column_by_name(name)
-        .ok_or_else(|| DataError::MissingColumn {
-            url: url.to_string(),
-            column: name.to_string(),
-        })?;
+    let array = required(url, batch, name)?;
     let list = array
         .as_list_opt::<i32>()
         .ok_or_else(|| wrong(array.data_type()))?;
@@ -347,12 +353,7 @@ fn decode(
     }
     for b in behaviour.present() {
         let name = b.column();
-        let array = batch
-            .column_by_name(name)
-            .ok_or_else(|| DataError::MissingColumn {
-                url: url.to_string(),
-                column: name.to_string(),
-            })?;
+        let array = required(url, batch, name)?;
         let expected = if b.per_bin() {
             format!("fixed_size_list<f32, {n_bins}>")
         } else {

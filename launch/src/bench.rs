@@ -21,28 +21,7 @@ pub enum BenchCommand {
     /// files instead, and the ratio of the two cold rates is printed. CPU time is the
     /// process's own (user + system, from /proc), so trials per CPU-second is the per-core
     /// rate.
-    Data {
-        /// Dataset root or manifest.
-        url: String,
-        /// Prefetch worker threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Storage I/O threads.
-        #[arg(long, default_value_t = 1)]
-        io_threads: usize,
-        /// Trials per batch.
-        #[arg(long, default_value_t = 16)]
-        batch_size: usize,
-        /// Batches prefetched ahead.
-        #[arg(long, default_value_t = 8)]
-        depth: usize,
-        /// Epochs over the train split.
-        #[arg(long, default_value_t = 2)]
-        passes: u64,
-        /// Read the Parquet files only, even where side-cars exist.
-        #[arg(long)]
-        parquet: bool,
-    },
+    Data(DataArgs),
     /// Training-step time of NDT1 on CPU (default: the paper's configuration, B=16, N=668,
     /// C=668, D=512, 5 layers), with a forward / backward / optimizer breakdown; with
     /// --torch, the same architecture in PyTorch on CPU in the same run, and the ratio; with
@@ -78,6 +57,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },
+}
+
+/// Arguments of `mtm bench data`.
+#[derive(clap::Args, Debug)]
+pub struct DataArgs {
+    /// Dataset root or manifest.
+    url: String,
+    /// Prefetch worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Storage I/O threads.
+    #[arg(long, default_value_t = 1)]
+    io_threads: usize,
+    /// Trials per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Batches prefetched ahead.
+    #[arg(long, default_value_t = 8)]
+    depth: usize,
+    /// Epochs over the train split.
+    #[arg(long, default_value_t = 2)]
+    passes: u64,
+    /// Read the Parquet files only, even where side-cars exist.
+    #[arg(long)]
+    parquet: bool,
 }
 
 /// Arguments of `mtm bench step`.
@@ -124,25 +128,7 @@ pub struct StepArgs {
 /// Runs a benchmark.
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
-        BenchCommand::Data {
-            url,
-            threads,
-            io_threads,
-            batch_size,
-            depth,
-            passes,
-            parquet,
-        } => data(
-            &url,
-            DataBench {
-                threads,
-                io_threads,
-                batch_size,
-                depth,
-                passes,
-                parquet,
-            },
-        ),
+        BenchCommand::Data(args) => data(&args),
         BenchCommand::Step(args) => step(&args),
         BenchCommand::Eval {
             checkpoint,
@@ -198,17 +184,8 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Settings of `mtm bench data`.
-struct DataBench {
-    threads: usize,
-    io_threads: usize,
-    batch_size: usize,
-    depth: usize,
-    passes: u64,
-    parquet: bool,
-}
-
-fn data(url: &str, bench: DataBench) -> Result<ExitCode> {
+fn data(bench: &DataArgs) -> Result<ExitCode> {
+    let url = bench.url.as_str();
     let open = |sidecars: bool| -> Result<Arc<Dataset>> {
         Ok(Arc::new(
             Dataset::open_with(
@@ -267,7 +244,7 @@ fn data(url: &str, bench: DataBench) -> Result<ExitCode> {
         } else {
             "warm: densify from cache"
         };
-        let rate = data_pass(&dataset, &sampler, &bench, pass, label)?;
+        let rate = data_pass(&dataset, &sampler, bench, pass, label)?;
         if pass == 0 {
             cold.push(rate);
         }
@@ -306,7 +283,7 @@ fn data(url: &str, bench: DataBench) -> Result<ExitCode> {
         let rate = data_pass(
             &parquet,
             &sampler,
-            &bench,
+            bench,
             0,
             "cold: fetch + Parquet decode + densify (for comparison)",
         )?;
@@ -348,7 +325,7 @@ fn decode_only(dataset: &Dataset, source: GroupSource) -> Result<(usize, f64, Op
 fn data_pass(
     dataset: &Arc<Dataset>,
     sampler: &Sampler,
-    bench: &DataBench,
+    bench: &DataArgs,
     pass: u64,
     label: &str,
 ) -> Result<(f64, f64)> {
