@@ -336,7 +336,7 @@ pub async fn discover(root: &Location) -> Result<Vec<SessionSource>> {
                 Some(split) => Some(split),
                 None => continue,
             },
-            sidecar::FOLDER if name.ends_with(&format!(".{}", sidecar::EXTENSION)) => None,
+            sidecar::FOLDER if name.ends_with(sidecar::SUFFIX) => None,
             _ => continue,
         };
         let folder_path = object_store::path::Path::from_iter(parts[..n - 2].iter().cloned());
@@ -439,12 +439,12 @@ async fn open_file(
         .row_groups()
         .iter()
         .map(|rg| rg.num_rows() as usize)
-        .collect::<Vec<_>>();
+        .collect();
     let sidecar = match sidecar {
         None => None,
         Some((at, sidecar_size)) => {
             let sidecar_url = at.url();
-            match Sidecar::open(at, sidecar_size, size, row_group_rows.len()).await {
+            match Sidecar::open(at, sidecar_size).await {
                 Ok(opened) => Some(Arc::new(opened)),
                 Err(reason) => {
                     ignore_sidecar(&sidecar_url, &reason);
@@ -651,21 +651,12 @@ pub async fn open_session(source: SessionSource) -> Result<Session> {
     }
     for file in splits.iter_mut().flatten() {
         let Some(car) = &file.sidecar else { continue };
-        let reason = if (car.n_units, car.n_bins) != (regions.len(), shape[0] as usize) {
-            format!(
-                "written for {} units x {} bins, the session has {} x {}",
-                car.n_units,
-                car.n_bins,
-                regions.len(),
-                shape[0]
-            )
-        } else if !car.covers(behaviour) {
-            "it lacks behaviour columns the session has".to_string()
-        } else {
-            continue;
-        };
-        ignore_sidecar(&car.location.url(), &reason);
-        file.sidecar = None;
+        let groups = file.row_group_rows.len();
+        let (units, bins) = (regions.len(), shape[0] as usize);
+        if let Some(reason) = car.disagreement(file.size, groups, units, bins, behaviour) {
+            ignore_sidecar(&car.location.url(), &reason);
+            file.sidecar = None;
+        }
     }
     let session = Session {
         n_units: regions.len(),

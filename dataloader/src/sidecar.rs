@@ -39,8 +39,8 @@ use crate::store::Location;
 
 /// The folder beside `data/` that holds a session's side-cars.
 pub const FOLDER: &str = "mtm";
-/// The side-car's file extension.
-pub const EXTENSION: &str = "arrow";
+/// How a side-car's file name ends.
+pub const SUFFIX: &str = ".arrow";
 
 const VERSION: &str = "1";
 const KEY_VERSION: &str = "mtm.sidecar.version";
@@ -59,7 +59,7 @@ pub fn location_for(parquet: &Location) -> Location {
     parquet
         .parent()
         .parent()
-        .join(&format!("{FOLDER}/{stem}.{EXTENSION}"))
+        .join(&format!("{FOLDER}/{stem}{SUFFIX}"))
 }
 
 /// An opened side-car: its footer read, ready for ranged reads of one row group.
@@ -69,6 +69,8 @@ pub struct Sidecar {
     pub location: Location,
     blocks: Vec<Block>,
     decoder: arrow_ipc::reader::FileDecoder,
+    /// Byte size of the Parquet file it was made from.
+    source_size: u64,
     /// Units, bins and behaviour columns it was written with.
     pub n_units: usize,
     /// Bins per trial.
@@ -77,15 +79,10 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Reads the footer of the side-car at `location` (`size` bytes) and checks it against
-    /// its Parquet file (`source_size` bytes, `group_rows` per row group). `Err` carries the
-    /// reason it cannot be used.
-    pub(crate) async fn open(
-        location: Location,
-        size: u64,
-        source_size: u64,
-        group_rows: usize,
-    ) -> std::result::Result<Self, String> {
+    /// Reads the footer of the side-car at `location` (`size` bytes). `Err` carries the
+    /// reason it cannot be read; whether it agrees with its Parquet file is
+    /// [`Sidecar::disagreement`]'s to say.
+    pub(crate) async fn open(location: Location, size: u64) -> std::result::Result<Self, String> {
         const TAIL: u64 = 10;
         if size < TAIL + 8 {
             return Err(format!("{size} bytes is too short for an Arrow IPC file"));
@@ -140,18 +137,6 @@ impl Sidecar {
                 ));
             }
         }
-        let made_from = number(KEY_SOURCE_SIZE)?;
-        if made_from != source_size {
-            return Err(format!(
-                "made from a Parquet file of {made_from} bytes, the file now has {source_size} (stale)"
-            ));
-        }
-        if blocks.len() != group_rows {
-            return Err(format!(
-                "{} record batches for {group_rows} Parquet row groups",
-                blocks.len()
-            ));
-        }
         let mut behaviour = BehaviourColumns::default();
         for b in Behaviour::ALL {
             *behaviour.slot(b) = schema.index_of(b.column()).is_ok();
@@ -162,6 +147,7 @@ impl Sidecar {
                 .map_err(|_| format!("column `{column}` is missing"))?;
         }
         Ok(Self {
+            source_size: number(KEY_SOURCE_SIZE)?,
             n_units: number(KEY_UNITS)? as usize,
             n_bins: number(KEY_BINS)? as usize,
             decoder: arrow_ipc::reader::FileDecoder::new(schema, footer.version()),
@@ -172,8 +158,37 @@ impl Sidecar {
     }
 
     /// Whether it carries every behaviour column in `needed`.
-    pub(crate) fn covers(&self, needed: BehaviourColumns) -> bool {
-        needed.present().all(|b| self.behaviour.has(b))
+    /// Why it cannot stand in for its Parquet file (`parquet_size` bytes, `groups` row
+    /// groups) of a session of `n_units` x `n_bins` with `behaviour` columns; `None` when
+    /// it agrees. The one rule for when a side-car is used.
+    pub(crate) fn disagreement(
+        &self,
+        parquet_size: u64,
+        groups: usize,
+        n_units: usize,
+        n_bins: usize,
+        behaviour: BehaviourColumns,
+    ) -> Option<String> {
+        if self.source_size != parquet_size {
+            Some(format!(
+                "made from a Parquet file of {} bytes, the file now has {parquet_size} (stale)",
+                self.source_size
+            ))
+        } else if self.blocks.len() != groups {
+            Some(format!(
+                "{} record batches for {groups} Parquet row groups",
+                self.blocks.len()
+            ))
+        } else if (self.n_units, self.n_bins) != (n_units, n_bins) {
+            Some(format!(
+                "written for {} units x {} bins, the session has {n_units} x {n_bins}",
+                self.n_units, self.n_bins
+            ))
+        } else if !behaviour.present().all(|b| self.behaviour.has(b)) {
+            Some("it lacks behaviour columns the session has".into())
+        } else {
+            None
+        }
     }
 
     /// Reads and decodes row group `group` (`rows` trials, the first being row
@@ -524,7 +539,7 @@ fn group_batch(
 }
 
 /// Writes the side-car of the Parquet file at `parquet` (whose size is `source_size`) from
-/// its decoded row groups; returns where it went.
+/// its decoded row groups; returns where it went and its size in bytes.
 pub async fn write(
     parquet: &Location,
     source_size: u64,
@@ -532,7 +547,7 @@ pub async fn write(
     n_bins: usize,
     n_units: usize,
     behaviour: BehaviourColumns,
-) -> Result<Location> {
+) -> Result<(Location, u64)> {
     let target = location_for(parquet);
     let url = target.url();
     let bytes = encode(groups, n_bins, n_units, behaviour, source_size).map_err(|reason| {
@@ -541,12 +556,13 @@ pub async fn write(
             reason,
         }
     })?;
+    let size = bytes.len() as u64;
     target
         .store
         .put(&target.path, bytes.into())
         .await
         .map_err(|source| DataError::Store { url, source })?;
-    Ok(target)
+    Ok((target, size))
 }
 
 /// Removes the side-car of `parquet`, if there is one (a rewritten Parquet file must not
@@ -609,7 +625,7 @@ pub fn write_all(url: &str, mut progress: impl FnMut(usize, usize)) -> Result<Wr
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let target = dataset.block_on(write(
+        let (_, size) = dataset.block_on(write(
             &file.location,
             file.size,
             &groups,
@@ -617,13 +633,6 @@ pub fn write_all(url: &str, mut progress: impl FnMut(usize, usize)) -> Result<Wr
             session.n_units,
             session.behaviour,
         ))?;
-        let size = dataset
-            .block_on(target.store.head(&target.path))
-            .map_err(|source| DataError::Store {
-                url: target.url(),
-                source,
-            })?
-            .size;
         written.files += 1;
         written.parquet_bytes += file.size;
         written.sidecar_bytes += size;
