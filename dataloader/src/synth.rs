@@ -343,6 +343,7 @@ fn generate(
             .collect(),
         uuids: (0..n_units).map(|_| uuid_like(rng)).collect(),
         depths,
+        metadata: Vec::new(),
     };
 
     // Trials.

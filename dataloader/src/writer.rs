@@ -10,6 +10,7 @@ use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{DataError, Result};
@@ -45,6 +46,10 @@ pub struct SessionInfo {
     pub good: Vec<i64>,
     /// Unit ids.
     pub uuids: Vec<String>,
+    /// Key-value pairs written into each file's Parquet footer (where pyarrow's
+    /// `read_metadata(...).metadata` shows them): where the session came from, such as a
+    /// BrainWideBench file's build provenance. Empty for most sources.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// One trial: CSR spike counts over (bins, units) plus behaviour.
@@ -112,13 +117,27 @@ impl Default for WriteOptions {
     }
 }
 
-/// Writes one split of a session under `root` and returns the file's location.
+/// Writes one split of a session under `root` and returns the file's location; the
+/// `wheel-speed` column is written when any of its trials has it.
 pub async fn write_split(
     root: &Location,
     info: &SessionInfo,
     split: Split,
     trials: &[TrialRecord],
     options: WriteOptions,
+) -> Result<Location> {
+    let with_wheel = trials.iter().any(|t| t.wheel.is_some());
+    write_split_with(root, info, split, trials, options, with_wheel).await
+}
+
+/// [`write_split`], with the choice of the `wheel-speed` column made by the caller.
+async fn write_split_with(
+    root: &Location,
+    info: &SessionInfo,
+    split: Split,
+    trials: &[TrialRecord],
+    options: WriteOptions,
+    with_wheel: bool,
 ) -> Result<Location> {
     let file = root.join(&format!(
         "{}_aligned/data/{}-00000-of-00001.parquet",
@@ -130,11 +149,16 @@ pub async fn write_split(
         url: url.clone(),
         reason,
     };
-    let with_wheel = trials.iter().any(|t| t.wheel.is_some());
     let schema = schema::write_schema(with_wheel);
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(options.rows_per_group.max(1)))
+        .set_key_value_metadata((!info.metadata.is_empty()).then(|| {
+            info.metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect()
+        }))
         .build();
     let sink = BufWriter::new(Arc::clone(&file.store), file.path.clone());
     let mut writer = AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(props))
@@ -321,8 +345,20 @@ pub async fn write_session(
     trials: &[Vec<TrialRecord>; 3],
     options: WriteOptions,
 ) -> Result<()> {
+    // One schema for the session's three files, so that a split without trials (a
+    // BrainWideBench pretraining session's test split) still has the wheel column when
+    // the session has a wheel.
+    let with_wheel = trials.iter().flatten().any(|t| t.wheel.is_some());
     for split in Split::ALL {
-        write_split(root, info, split, &trials[split as usize], options).await?;
+        write_split_with(
+            root,
+            info,
+            split,
+            &trials[split as usize],
+            options,
+            with_wheel,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// What can go wrong turning ALF files into a dataset. Every variant names the file.
+/// What can go wrong turning ALF or BrainWideBench files into a dataset. Every variant
+/// names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// A file the session needs is absent.
@@ -51,6 +52,22 @@ pub enum IngestError {
         /// The operating system's error.
         #[source]
         source: std::io::Error,
+    },
+    /// A source in an object store could not be listed or fetched.
+    #[error("{url}: {reason}")]
+    Fetch {
+        /// The object or folder.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A source folder holds no session file.
+    #[error("{url}: no session files (looked for *.h5 in {looked})")]
+    NoSessions {
+        /// The folder given.
+        url: String,
+        /// The places looked in.
+        looked: String,
     },
     /// Writing the dataset failed.
     #[error(transparent)]

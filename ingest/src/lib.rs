@@ -16,7 +16,10 @@
 //! right camera's when the left is absent). `sampling_freq` is written as 30 kHz, since
 //! ALF files do not carry it.
 
+mod align;
 pub mod alf;
+#[cfg(feature = "bwb")]
+pub mod bwb;
 pub mod error;
 pub mod regions;
 
@@ -26,9 +29,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mtm_dataloader::Location;
-use mtm_dataloader::streams::stream;
 use mtm_dataloader::writer::{SessionInfo, TrialRecord, WriteOptions, write_session};
 use serde::Serialize;
+
+use align::{SpikeTrain, SplitRule, Trace, TrialColumns};
 
 pub use error::{IngestError, Result};
 pub use regions::RegionLevel;
@@ -74,8 +78,8 @@ impl Default for IngestOptions {
 pub struct IngestReport {
     /// Session id.
     pub eid: String,
-    /// The ALF session folder.
-    pub folder: PathBuf,
+    /// What was read: the ALF session folder, or the BrainWideBench file.
+    pub source: PathBuf,
     /// Probes merged, in order.
     pub probes: Vec<String>,
     /// Units in the recording, and kept after the QC / rate filters.
@@ -88,6 +92,9 @@ pub struct IngestReport {
     pub dropped_no_choice: usize,
     /// Trials dropped for a reaction time outside [0.08, 2.0] s.
     pub dropped_reaction_time: usize,
+    /// Trials dropped because no split domain of the file holds their whole window
+    /// (BrainWideBench files, which carry their own split).
+    pub dropped_split: usize,
     /// Trials written per split (train, val, test).
     pub splits: [usize; 3],
     /// Spikes read from the recording.
@@ -213,7 +220,7 @@ pub fn gradient(ts: &[f64], vs: &[f64]) -> Vec<f64> {
     g
 }
 
-fn check_sorted(path: &Path, what: &str, ts: &[f64]) -> Result<()> {
+pub(crate) fn check_sorted(path: &Path, what: &str, ts: &[f64]) -> Result<()> {
     // NaN compares as neither: it counts as out of order.
     if let Some(i) = ts
         .windows(2)
@@ -232,7 +239,7 @@ fn check_sorted(path: &Path, what: &str, ts: &[f64]) -> Result<()> {
     Ok(())
 }
 
-fn same_length(path: &Path, what: &str, a: usize, b: usize) -> Result<()> {
+pub(crate) fn same_length(path: &Path, what: &str, a: usize, b: usize) -> Result<()> {
     if a != b {
         return Err(IngestError::Mismatch {
             path: path.to_path_buf(),
@@ -240,12 +247,6 @@ fn same_length(path: &Path, what: &str, a: usize, b: usize) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// A behaviour trace: sample times and values.
-struct Trace {
-    times: Vec<f64>,
-    values: Vec<f64>,
 }
 
 fn read_trace(alf: &Path, times_file: &str, values_file: &str) -> Result<Option<Trace>> {
@@ -415,14 +416,6 @@ fn read_units(
     Ok(units)
 }
 
-/// FNV-1a, written out because the split seed must not change with the Rust release (std's
-/// hashers make no such promise) and a crate for eight lines is not worth a dependency.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// A converted session, ready to write.
 pub struct Converted {
     /// Session constants.
@@ -441,7 +434,7 @@ pub fn convert_session(arg: &SessionArg, options: &IngestOptions) -> Result<Conv
     let alf_dir = folder.join("alf");
     let mut report = IngestReport {
         eid: eid.clone(),
-        folder: folder.clone(),
+        source: folder.clone(),
         ..Default::default()
     };
     let probes: Vec<Probe> = alf::probe_folders(folder)?
@@ -481,7 +474,6 @@ pub fn convert_session(arg: &SessionArg, options: &IngestOptions) -> Result<Conv
         col(3).expect("checked"),
         col(4).expect("checked"),
     );
-    report.trials_total = stim_on.len();
     let whisker = match read_trace(
         &alf_dir,
         "_ibl_leftCamera.times.npy",
@@ -517,95 +509,36 @@ pub fn convert_session(arg: &SessionArg, options: &IngestOptions) -> Result<Conv
         report.missing.push("wheel (wheel-speed left out)".into());
     }
 
-    let mut kept = Vec::new();
-    for k in 0..stim_on.len() {
-        let events = [
-            Some(stim_on[k]),
-            Some(movement[k]),
-            Some(choice[k]),
-            Some(feedback[k]),
-            Some(block[k]),
-            col(5).map(|c| c[k]),
-            col(6).map(|c| c[k]),
-        ];
-        if events.iter().flatten().any(|v| v.is_nan()) {
-            report.dropped_nan += 1;
-        } else if choice[k] == 0.0 {
-            report.dropped_no_choice += 1;
-        } else if !(REACTION_TIME.0..=REACTION_TIME.1).contains(&(movement[k] - stim_on[k])) {
-            report.dropped_reaction_time += 1;
-        } else {
-            kept.push(k);
-        }
-    }
-    if kept.is_empty() {
-        return Err(IngestError::NoTrials {
-            path: folder.clone(),
-            counts: format!(
-                "{} trials: {} with NaN events, {} without a choice, {} with reaction time outside [{}, {}] s",
-                report.trials_total,
-                report.dropped_nan,
-                report.dropped_no_choice,
-                report.dropped_reaction_time,
-                REACTION_TIME.0,
-                REACTION_TIME.1
-            ),
-        });
-    }
-
-    let window = N_BINS as f64 * BIN;
-    let mut dense = vec![0u32; N_BINS * n_units];
-    let mut records = Vec::with_capacity(kept.len());
-    for &k in &kept {
-        let t0 = stim_on[k] - PRE;
-        dense.iter_mut().for_each(|c| *c = 0);
-        for (probe, keep) in probes.iter().zip(&units.keep) {
-            let lo = probe.times.partition_point(|&t| t < t0);
-            let hi = probe.times.partition_point(|&t| t < t0 + window);
-            for s in lo..hi {
-                let Some(unit) = keep[probe.clusters[s] as usize] else {
-                    continue;
-                };
-                let bin = ((probe.times[s] - t0) / BIN).floor() as usize;
-                if bin < N_BINS {
-                    dense[bin * n_units + unit as usize] += 1;
-                    report.spikes_binned += 1;
-                }
-            }
-        }
-        let (indptr, indices, counts) = TrialRecord::csr_from_dense(&dense, N_BINS, n_units);
-        let edges = (1..=N_BINS).map(|b| t0 + b as f64 * BIN);
-        records.push(TrialRecord {
-            n_bins: N_BINS,
-            indptr,
-            indices,
-            counts,
-            choice: choice[k],
-            reward: f64::from(feedback[k] == 1.0),
-            block: block[k],
-            whisker: match &whisker {
-                Some(tr) => edges
-                    .clone()
-                    .map(|x| interp(&tr.times, &tr.values, x))
-                    .collect(),
-                None => vec![f64::NAN; N_BINS],
-            },
-            wheel: wheel
-                .as_ref()
-                .map(|tr| edges.map(|x| interp(&tr.times, &tr.values, x)).collect()),
-        });
-    }
-
-    // 70/10/20 split; trials stay in time order within a split.
-    let assignment = mtm_dataloader::session::assign_splits(
-        records.len(),
-        &mut stream(options.seed, &[fnv1a(&eid)]),
-    );
-    let mut trials: [Vec<TrialRecord>; 3] = Default::default();
-    for (record, split) in records.into_iter().zip(assignment) {
-        trials[split as usize].push(record);
-    }
-    report.splits = [trials[0].len(), trials[1].len(), trials[2].len()];
+    let trains: Vec<SpikeTrain> = probes
+        .iter()
+        .zip(&units.keep)
+        .map(|(probe, keep)| SpikeTrain {
+            times: &probe.times,
+            units: &probe.clusters,
+            keep,
+        })
+        .collect();
+    let table = TrialColumns {
+        stim_on,
+        movement,
+        choice,
+        feedback,
+        block,
+        also_finite: [col(5), col(6)].into_iter().flatten().collect(),
+    };
+    let trials = align::align(
+        folder,
+        &table,
+        &trains,
+        n_units,
+        whisker.as_ref(),
+        wheel.as_ref(),
+        SplitRule::Shuffle {
+            seed: options.seed,
+            eid: &eid,
+        },
+        &mut report,
+    )?;
 
     let (lab, subject) = one_path_parts(folder)
         .map(|(l, s, _, _)| (l, s))
@@ -617,12 +550,13 @@ pub fn convert_session(arg: &SessionArg, options: &IngestOptions) -> Result<Conv
         lab,
         sampling_freq: 30_000.0,
         binsize: BIN,
-        interval_len: window.round() as i64,
+        interval_len: (N_BINS as f64 * BIN).round() as i64,
         regions: units.regions,
         channels: units.channels,
         depths: units.depths,
         good: units.good,
         uuids: units.uuids,
+        metadata: Vec::new(),
     };
     report.convert_seconds = start.elapsed().as_secs_f64();
     Ok(Converted {
@@ -632,7 +566,8 @@ pub fn convert_session(arg: &SessionArg, options: &IngestOptions) -> Result<Conv
     })
 }
 
-/// Converts and writes sessions under `out`, `jobs` at a time; `progress` sees each result.
+/// Converts and writes ALF sessions under `out`, `jobs` at a time; `progress` sees each
+/// result.
 pub fn ingest(
     sessions: &[SessionArg],
     out: &str,
@@ -640,13 +575,34 @@ pub fn ingest(
     jobs: usize,
     progress: &(dyn Fn(&Result<IngestReport>) + Sync),
 ) -> Result<Vec<Result<IngestReport>>> {
+    convert_all(
+        sessions,
+        &|arg, _| convert_session(arg, options),
+        out,
+        options.rows_per_group,
+        jobs,
+        progress,
+    )
+}
+
+/// Converts each of `sources` with `convert` and writes it under `out`, `jobs` sessions at
+/// a time, each worker with its own current-thread runtime (which `convert` may use to
+/// fetch); a source that fails is reported in its slot and the others still written.
+pub(crate) fn convert_all<S: Sync>(
+    sources: &[S],
+    convert: &(dyn Fn(&S, &tokio::runtime::Runtime) -> Result<Converted> + Sync),
+    out: &str,
+    rows_per_group: usize,
+    jobs: usize,
+    progress: &(dyn Fn(&Result<IngestReport>) + Sync),
+) -> Result<Vec<Result<IngestReport>>> {
     let root = Location::parse(out)?;
     let local = mtm_dataloader::store::local_path(out);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<IngestReport>>>> =
-        Mutex::new((0..sessions.len()).map(|_| None).collect());
+        Mutex::new((0..sources.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, sessions.len().max(1)) {
+        for _ in 0..jobs.clamp(1, sources.len().max(1)) {
             scope.spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -654,10 +610,10 @@ pub fn ingest(
                     .expect("a current-thread runtime starts");
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(arg) = sessions.get(i) else { break };
-                    let result = convert_session(arg, options).and_then(|c| {
+                    let Some(source) = sources.get(i) else { break };
+                    let result = convert(source, &runtime).and_then(|c| {
                         let write = WriteOptions {
-                            rows_per_group: options.rows_per_group,
+                            rows_per_group,
                             ..WriteOptions::default()
                         };
                         match &local {

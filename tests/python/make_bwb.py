@@ -6,9 +6,10 @@ ingest), their split (the BWB domain that holds the whole window), counts per bi
 (numpy.interp on the 50 Hz grid), and the unit table.
 
 Usage: make_bwb.py ROOT [--bad] [--units N --trials K --rate HZ]
-Writes ROOT/pretrain/{eid}.h5 (two sessions, BWB's pretrain train/val domains) and
-ROOT/eval/{eid}.h5 (one session, BWB's ts2 train/val/test domains). With --bad, also
-ROOT/pretrain/not-hdf5.h5 (garbage bytes) and a valid HDF5 file without /spikes.
+Writes, in the bucket's layout under ROOT/selected_units/ibl_brain_wide_bench_2026/,
+pretrain/{eid}.h5 (two sessions, BWB's pretrain train/val domains) and eval/{eid}.h5 (one
+session, BWB's ts2 train/val/test domains). With --bad, also pretrain/not-hdf5.h5 (garbage
+bytes) and a valid HDF5 file without /spikes.
 """
 import argparse
 import json
@@ -61,7 +62,7 @@ def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind):
     unit_table = ArrayDict(
         id=strings(ids), label=label, channels=channels, depths=depths,
         firing_rate=base, region_allen=strings([r[0] for r in regions]),
-        region_beryl=strings([r[1] for r in regions]), region_cosmos=strings([r[2] for r in regions]),
+        region_beryl=strings([r[1] for r in regions]), region_cosmos=np.array([r[2] for r in regions]),  # numpy U: fixed-length in the file
         probe_id=strings(["pid-0"] * n_units), qc_neural=strings(["PASS"] * n_units))
     trials = Interval(
         start=stim - 1.0, end=stim + 2.9, stim_on_time=stim_nan, movement_onset_time=stim + rt,
@@ -154,17 +155,18 @@ def main():
     args = p.parse_args()
     rng = np.random.default_rng(7)
     out = {}
+    base = os.path.join(args.root, "selected_units", "ibl_brain_wide_bench_2026")
     for kind, count in [("pretrain", args.sessions), ("eval", 1)]:
-        os.makedirs(os.path.join(args.root, kind), exist_ok=True)
+        os.makedirs(os.path.join(base, kind), exist_ok=True)
         for _ in range(count):
             eid = str(uuid.UUID(int=int(rng.integers(1 << 62))))
-            path = os.path.join(args.root, kind, f"{eid}.h5")
+            path = os.path.join(base, kind, f"{eid}.h5")
             out[eid] = dict(make_session(path, rng, eid, args.units, args.trials, args.rate, kind), kind=kind)
     if args.bad:
-        with open(os.path.join(args.root, "pretrain", "not-hdf5.h5"), "wb") as f:
+        with open(os.path.join(base, "pretrain", "not-hdf5.h5"), "wb") as f:
             f.write(b"this is not an HDF5 file" * 10)
         eid = "00000000-0000-0000-0000-00000000dead"
-        with h5py.File(os.path.join(args.root, "pretrain", f"{eid}.h5"), "w") as f:
+        with h5py.File(os.path.join(base, "pretrain", f"{eid}.h5"), "w") as f:
             Data(session=Data(id=eid), lab="x").to_hdf5(f)
     print(json.dumps(out))
 
