@@ -48,7 +48,8 @@ pub(crate) enum SplitRule<'a> {
     Shuffle { seed: u64, eid: &'a str },
     /// The source's own split: per split, the intervals (start, end) of its domain. A trial
     /// joins the split whose interval holds its whole window; a trial held by none is
-    /// dropped and counted.
+    /// dropped and counted. (Only BrainWideBench files carry a split.)
+    #[cfg_attr(not(feature = "bwb"), allow(dead_code))]
     Domains(&'a [Vec<(f64, f64)>; 3]),
 }
 
@@ -164,13 +165,12 @@ pub(crate) fn align(
 
     // Trials stay in time order within a split.
     let assignment: Vec<usize> = match split {
-        SplitRule::Shuffle { seed, eid } => mtm_dataloader::session::assign_splits(
-            records.len(),
-            &mut stream(seed, &[fnv1a(eid)]),
-        )
-        .into_iter()
-        .map(|s| s as usize)
-        .collect(),
+        SplitRule::Shuffle { seed, eid } => {
+            mtm_dataloader::session::assign_splits(records.len(), &mut stream(seed, &[fnv1a(eid)]))
+                .into_iter()
+                .map(|s| s as usize)
+                .collect()
+        }
         SplitRule::Domains(_) => kept.iter().map(|&(_, s)| s).collect(),
     };
     let mut out: [Vec<TrialRecord>; 3] = Default::default();

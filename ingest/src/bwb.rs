@@ -303,7 +303,10 @@ impl Reader {
     }
 
     fn attr_string(&self, group: &hdf5::Group, name: &str) -> Result<Option<String>> {
-        if !group.attr_names().is_ok_and(|n| n.iter().any(|a| a == name)) {
+        if !group
+            .attr_names()
+            .is_ok_and(|n| n.iter().any(|a| a == name))
+        {
             return Ok(None);
         }
         let attr = group
@@ -510,7 +513,10 @@ pub fn convert_file(
     let trials = r.group("trials")?;
     let stim_on = r.f64s(&trials, "stim_on_time")?;
     let columns = [
-        ("movement_onset_time", r.f64s(&trials, "movement_onset_time")?),
+        (
+            "movement_onset_time",
+            r.f64s(&trials, "movement_onset_time")?,
+        ),
         ("choice", r.f64s(&trials, "choice")?),
         ("feedback_type", r.f64s(&trials, "feedback_type")?),
         ("probability_left", r.f64s(&trials, "probability_left")?),
@@ -566,9 +572,7 @@ pub fn convert_file(
         times: t.times,
     });
     if wheel.is_none() {
-        report
-            .missing
-            .push("/wheel (wheel-speed left out)".into());
+        report.missing.push("/wheel (wheel-speed left out)".into());
     }
 
     // The split.
@@ -593,9 +597,9 @@ pub fn convert_file(
                 }
             }
             if found.is_none() {
-                report.missing.push(
-                    "split domains (trials split by mtm's seeded 70/10/20 shuffle)".into(),
-                );
+                report
+                    .missing
+                    .push("split domains (trials split by mtm's seeded 70/10/20 shuffle)".into());
             }
             found
         }

@@ -16,8 +16,8 @@
 //! right camera's when the left is absent). `sampling_freq` is written as 30 kHz, since
 //! ALF files do not carry it.
 
-mod align;
 pub mod alf;
+mod align;
 #[cfg(feature = "bwb")]
 pub mod bwb;
 pub mod error;

@@ -67,7 +67,11 @@ fn converted_sessions_match_an_independent_computation() {
             Ok(report) => report,
             Err(e) => {
                 let msg = e.to_string();
-                assert!(msg.contains(&source.name()), "{msg} names {}", source.name());
+                assert!(
+                    msg.contains(&source.name()),
+                    "{msg} names {}",
+                    source.name()
+                );
                 failures.push((source.name(), msg));
                 continue;
             }
@@ -91,11 +95,16 @@ fn converted_sessions_match_an_independent_computation() {
             ],
             "{key}"
         );
-        assert!(dropped["split"].as_u64().unwrap() > 0, "the test covers straddlers");
+        assert!(
+            dropped["split"].as_u64().unwrap() > 0,
+            "the test covers straddlers"
+        );
         assert_eq!(report.spikes_read, count(&want["spikes"]));
         assert_eq!(report.probes, ["probe00"]);
 
-        let index = dataset.session_index(key).expect("written session is found");
+        let index = dataset
+            .session_index(key)
+            .expect("written session is found");
         let session = &dataset.sessions[index];
         assert_eq!(session.regions, strings(&want["regions"]["allen"]), "{key}");
         assert!(session.behaviour.wheel);
@@ -145,7 +154,11 @@ fn converted_sessions_match_an_independent_computation() {
                 assert!(!seen[k], "trial {k} written twice");
                 seen[k] = true;
                 let t = &trials[k];
-                assert_eq!(t["split"].as_u64().unwrap(), split as u64, "{key} trial {k}");
+                assert_eq!(
+                    t["split"].as_u64().unwrap(),
+                    split as u64,
+                    "{key} trial {k}"
+                );
                 assert_eq!(
                     batch.behaviour.get(Behaviour::Choice).unwrap()[i] as f64,
                     t["choice"].as_f64().unwrap()
@@ -177,7 +190,10 @@ fn converted_sessions_match_an_independent_computation() {
                 );
             }
         }
-        assert!(seen.iter().all(|&s| s), "{key}: every kept trial is written");
+        assert!(
+            seen.iter().all(|&s| s),
+            "{key}: every kept trial is written"
+        );
     }
     failures.sort();
     assert_eq!(failures.len(), 2, "{failures:?}");
@@ -202,9 +218,8 @@ fn eval_file(bucket: &Path) -> std::path::PathBuf {
 fn unit_table_regions_provenance_and_the_shuffle() {
     let (dir, expected) = sessions();
     let path = eval_file(&dir.path().join("bucket"));
-    let convert = |options: &IngestOptions, splits| {
-        bwb::convert_file(&path, &path, options, splits).unwrap()
-    };
+    let convert =
+        |options: &IngestOptions, splits| bwb::convert_file(&path, &path, options, splits).unwrap();
     let c = convert(&IngestOptions::default(), Splits::File);
     let want = &expected[&c.info.eid];
     assert_eq!(c.info.uuids, strings(&want["uuids"]));
@@ -240,7 +255,10 @@ fn unit_table_regions_provenance_and_the_shuffle() {
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
-    assert_eq!(meta("bwb.provenance.pipeline_commit").as_deref(), Some("abc123"));
+    assert_eq!(
+        meta("bwb.provenance.pipeline_commit").as_deref(),
+        Some("abc123")
+    );
     assert_eq!(
         meta("bwb.brainset.unit_filtering").as_deref(),
         Some("selected_units")
@@ -251,7 +269,10 @@ fn unit_table_regions_provenance_and_the_shuffle() {
     );
 
     // Beryl is a variable-length string column, Cosmos a fixed-length one.
-    for (level, key) in [(RegionLevel::Beryl, "beryl"), (RegionLevel::Cosmos, "cosmos")] {
+    for (level, key) in [
+        (RegionLevel::Beryl, "beryl"),
+        (RegionLevel::Cosmos, "cosmos"),
+    ] {
         let options = IngestOptions {
             region_level: level,
             ..Default::default()
@@ -308,8 +329,5 @@ fn a_file_named_for_another_session_is_refused() {
         Build::All,
     )
     .unwrap_err();
-    assert!(
-        err.to_string().contains("no session files"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no session files"), "{err}");
 }
