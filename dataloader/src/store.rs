@@ -5,6 +5,12 @@
 //! standard `AWS_*` environment variables), `gs://` (Google Cloud Storage, `GOOGLE_*`
 //! variables), `az://` / `abfs://` (Azure, `AZURE_*` variables), and `memory://NAME`,
 //! a process-wide in-memory store for unit tests.
+//!
+//! Public buckets (BrainWideBench's `s3://brain-wide-bench`) are read without credentials:
+//! the buckets named in [`ANONYMOUS_BUCKETS_VAR`] are reached with unsigned requests while
+//! every other bucket keeps the caller's credentials, so one run can read a public corpus
+//! and write to a private bucket. `AWS_SKIP_SIGNATURE=true` (object_store's own variable)
+//! makes every S3 request unsigned.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +31,19 @@ pub fn local_path(url: &str) -> Option<std::path::PathBuf> {
         Some(("file", rest)) => Some(rest.into()),
         Some(_) => None,
     }
+}
+
+/// The environment variable listing the S3 buckets read anonymously (comma-separated
+/// bucket names, e.g. `brain-wide-bench`; `*` for every bucket).
+pub const ANONYMOUS_BUCKETS_VAR: &str = "MTM_S3_ANONYMOUS";
+
+/// Whether requests to `bucket` go unsigned, given the value of [`ANONYMOUS_BUCKETS_VAR`].
+fn anonymous(bucket: &str, listed: Option<&str>) -> bool {
+    listed.is_some_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|b| b == "*" || b == bucket)
+    })
 }
 
 /// An object store plus the prefix inside it that a URL names.
@@ -81,13 +100,18 @@ impl Location {
         let store: Arc<dyn ObjectStore> = match scheme {
             "file" => Arc::new(object_store::local::LocalFileSystem::new()),
             "memory" => memory_store(&authority),
-            "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
+            "s3" | "s3a" => {
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url.as_str())
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
+                    .with_retry(retry_config());
+                let listed = std::env::var(ANONYMOUS_BUCKETS_VAR).ok();
+                if anonymous(&authority, listed.as_deref()) {
+                    // Unsigned requests; object_store then never looks for credentials
+                    // (nor asks an instance-metadata service).
+                    builder = builder.with_skip_signature(true);
+                }
+                Arc::new(builder.build().map_err(|e| invalid(e.to_string()))?)
+            }
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
@@ -196,6 +220,19 @@ mod tests {
         assert_eq!(local_path("data/x"), Some("data/x".into()));
         assert_eq!(local_path("file:///tmp/x"), Some("/tmp/x".into()));
         assert_eq!(local_path("s3://bucket/x"), None);
+    }
+
+    #[test]
+    fn anonymous_buckets_are_named_exactly() {
+        assert!(!anonymous("brain-wide-bench", None));
+        assert!(anonymous("brain-wide-bench", Some("brain-wide-bench")));
+        assert!(anonymous("b", Some("a, b")));
+        assert!(anonymous("mine", Some("*")));
+        assert!(!anonymous(
+            "brain-wide-bench-copy",
+            Some("brain-wide-bench")
+        ));
+        assert!(!anonymous("mine", Some("")));
     }
 
     #[test]

@@ -127,17 +127,19 @@ pub async fn write_split(
     options: WriteOptions,
 ) -> Result<Location> {
     let with_wheel = trials.iter().any(|t| t.wheel.is_some());
-    write_split_with(root, info, split, trials, options, with_wheel).await
+    let n_bins = trials.first().map_or(0, |t| t.n_bins);
+    write_split_with(root, info, split, trials, options, (with_wheel, n_bins)).await
 }
 
-/// [`write_split`], with the choice of the `wheel-speed` column made by the caller.
+/// [`write_split`], with the `wheel-speed` column's presence and the bins per trial (for
+/// the side-car of a split without trials) chosen by the caller.
 async fn write_split_with(
     root: &Location,
     info: &SessionInfo,
     split: Split,
     trials: &[TrialRecord],
     options: WriteOptions,
-    with_wheel: bool,
+    (with_wheel, n_bins): (bool, usize),
 ) -> Result<Location> {
     let file = root.join(&format!(
         "{}_aligned/data/{}-00000-of-00001.parquet",
@@ -185,7 +187,6 @@ async fn write_split_with(
         })?
         .size;
     let n_units = info.regions.len();
-    let n_bins = trials.first().map_or(0, |t| t.n_bins);
     let groups = trials
         .chunks(options.rows_per_group.max(1))
         .map(|chunk| decoded_group(chunk, n_bins, n_units, with_wheel))
@@ -347,8 +348,9 @@ pub async fn write_session(
 ) -> Result<()> {
     // One schema for the session's three files, so that a split without trials (a
     // BrainWideBench pretraining session's test split) still has the wheel column when
-    // the session has a wheel.
+    // the session has a wheel, and a side-car that agrees with the session's bins.
     let with_wheel = trials.iter().flatten().any(|t| t.wheel.is_some());
+    let n_bins = trials.iter().flatten().next().map_or(0, |t| t.n_bins);
     for split in Split::ALL {
         write_split_with(
             root,
@@ -356,7 +358,7 @@ pub async fn write_session(
             split,
             &trials[split as usize],
             options,
-            with_wheel,
+            (with_wheel, n_bins),
         )
         .await?;
     }

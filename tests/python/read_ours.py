@@ -49,7 +49,8 @@ def main(root):
                 field = table.schema.field(name)
                 assert field.type == typ, f"{name}: {field.type} != {typ}"
             rows = table.to_pylist()
-            n_units = len(rows[0]["cluster_regions"])
+            # A split may hold no trials (BrainWideBench pretraining files have no test domain).
+            n_units = len(rows[0]["cluster_regions"]) if rows else 0
             sums, unit_sums = [], np.zeros(n_units, dtype=np.int64)
             for row in rows:
                 n_bins, n = row["spikes_sparse_shape"]
@@ -82,13 +83,22 @@ def main(root):
                     car_choice.append(choice)
             assert car_sums == sums, (folder, split)
             assert car_choice == [r["choice"][0] for r in rows], (folder, split)
+            if split == "train":
+                # The session's provenance, as key-value metadata in each file's footer.
+                meta = pq.read_metadata(files[0]).metadata or {}
+                session["metadata"] = {
+                    k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW:")
+                }
             session[split] = {
                 "rows": len(rows),
                 "trial_sums": sums,
                 "unit_sums": unit_sums.tolist(),
                 "choice": [r["choice"][0] for r in rows],
             }
-            # Hugging Face datasets, as a user of the published data would load it.
+            # Hugging Face datasets, as a user of the published data would load it (it
+            # refuses a split with no rows, which pyarrow read above).
+            if not rows:
+                continue
             import datasets
 
             loaded = datasets.load_dataset(
@@ -97,7 +107,7 @@ def main(root):
             assert loaded.num_rows == len(rows), (loaded.num_rows, len(rows))
             assert loaded[0]["eid"] == rows[0]["eid"]
             assert loaded[0]["spikes_sparse_indptr"] == rows[0]["spikes_sparse_indptr"]
-        out[rows[0]["eid"]] = session
+        out[os.path.basename(folder)[: -len("_aligned")]] = session
     print(json.dumps(out))
 
 

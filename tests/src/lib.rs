@@ -91,23 +91,84 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        server.create_bucket(bucket);
+        server
+    }
+
+    /// Creates another bucket.
+    pub fn create_bucket(&self, bucket: &str) {
         let created = python()
             .args([
                 "-c",
                 "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
                  aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[2])",
-                &server.endpoint,
+                &self.endpoint,
                 bucket,
             ])
             .status()
             .expect("python3 with boto3");
         assert!(created.success(), "creating bucket {bucket} failed");
-        server
+    }
+
+    /// Copies a local folder to `bucket/prefix` (`s3_copy.py`, boto3), as objects anyone
+    /// may read when `public` (the server refuses anonymous reads of the others).
+    pub fn upload(&self, local: &Path, to: &str, public: bool) {
+        let mut args = vec![self.endpoint.as_str(), "up", local.to_str().unwrap(), to];
+        if public {
+            args.push("public-read");
+        }
+        run_python("s3_copy.py", &args);
+    }
+
+    /// Copies `bucket/prefix` into a local folder.
+    pub fn download(&self, from: &str, local: &Path) {
+        run_python(
+            "s3_copy.py",
+            &[&self.endpoint, "down", from, local.to_str().unwrap()],
+        );
+    }
+
+    /// A front door to this server where `public` buckets refuse signed requests and the
+    /// others refuse unsigned ones (`public_bucket.py`), killed on drop.
+    pub fn public_gate(&self, public: &[&str]) -> PublicGate {
+        use std::io::BufRead;
+        let mut child = python()
+            .arg(script("public_bucket.py"))
+            .args([self.endpoint.as_str(), &public.join(",")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs public_bucket.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("public_bucket.py prints its port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("port: {line:?}"));
+        PublicGate {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     /// The AWS environment a client needs to reach this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         s3_env(&self.endpoint)
+    }
+}
+
+/// See [`S3Server::public_gate`].
+pub struct PublicGate {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Drop for PublicGate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
