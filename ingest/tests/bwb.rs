@@ -147,7 +147,7 @@ fn converted_sessions_match_an_independent_computation() {
                             .as_array()
                             .unwrap()
                             .iter()
-                            .flat_map(|row| floats(row))
+                            .flat_map(floats)
                             .eq(counts.iter().copied())
                     })
                     .unwrap_or_else(|| panic!("{key} {split} row {i}: counts match no trial"));
