@@ -27,8 +27,10 @@ pub enum IngestCommand {
     ///
     /// --from is a folder or an object store URL: a single `.h5` file, a folder of them,
     /// or BWB's bucket layout (`{build}/ibl_brain_wide_bench_2026/{pretrain|eval}/`), for
-    /// example `s3://brain-wide-bench` with AWS_SKIP_SIGNATURE=true (the public bucket
-    /// takes no credentials; every s3:// location in mtm honours the variable). Trials are
+    /// example `s3://brain-wide-bench` with MTM_S3_ANONYMOUS=brain-wide-bench (the public
+    /// bucket takes no credentials: requests to the buckets that variable names go
+    /// unsigned, every other bucket keeps your AWS_* credentials; every s3:// location in
+    /// mtm honours it, and AWS_SKIP_SIGNATURE=true drops signing everywhere). Trials are
     /// filtered, cut and binned exactly as `mtm ingest alf` does; BWB's own train/val/test
     /// domains are kept (a trial whose window straddles two is dropped and counted), and
     /// the file's /brainset and /provenance attributes go into each Parquet file's

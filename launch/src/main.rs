@@ -25,7 +25,8 @@ use clap::{Parser, Subcommand};
 /// the repository's `docs/science.md`; "spec §N" below refers to its sections.
 ///
 /// Logging: set MTM_LOG (e.g. `MTM_LOG=debug`). Object-store credentials and endpoints come
-/// from the standard AWS_*, GOOGLE_* and AZURE_* environment variables.
+/// from the standard AWS_*, GOOGLE_* and AZURE_* environment variables; MTM_S3_ANONYMOUS
+/// names S3 buckets read without credentials (e.g. `brain-wide-bench`).
 #[derive(Parser, Debug)]
 #[command(name = "mtm", version)]
 struct Cli {

@@ -5,7 +5,7 @@ ingest), their split (the BWB domain that holds the whole window), counts per bi
 (numpy.histogram over the bin edges), behaviour interpolated at the right bin edges
 (numpy.interp on the 50 Hz grid), and the unit table.
 
-Usage: make_bwb.py ROOT [--bad] [--units N --trials K --rate HZ]
+Usage: make_bwb.py ROOT [--bad] [--units N --trials K --rate HZ --sessions S] [--no-expect]
 Writes, in the bucket's layout under ROOT/selected_units/ibl_brain_wide_bench_2026/,
 pretrain/{eid}.h5 (two sessions, BWB's pretrain train/val domains) and eval/{eid}.h5 (one
 session, BWB's ts2 train/val/test domains). With --bad, also pretrain/not-hdf5.h5 (garbage
@@ -29,7 +29,7 @@ def strings(values):
     return np.array(values, dtype=object)
 
 
-def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind):
+def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind, expect=True):
     gap = 4.0
     stim = 3.0 + np.arange(n_trials) * gap + rng.uniform(0, 0.3, n_trials)
     duration = stim[-1] + 5.0
@@ -104,6 +104,8 @@ def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind):
         setattr(data, name, Interval(start=np.array(s), end=np.array(e)))
     with h5py.File(path, "w") as f:
         data.to_hdf5(f)
+    if not expect:
+        return {"eid": eid, "file": path, "spikes": int(len(times)), "bytes": os.path.getsize(path)}
 
     # The expected conversion, from the arrays above.
     kept, counts, whisk, whe, meta = [], [], [], [], {"nan": 0, "no_choice": 0, "rt": 0, "split": 0}
@@ -152,6 +154,8 @@ def main():
     p.add_argument("--trials", type=int, default=40)
     p.add_argument("--rate", type=float, default=8.0)
     p.add_argument("--sessions", type=int, default=2, help="pretraining sessions")
+    p.add_argument("--no-expect", action="store_true",
+                   help="only write the files (for benchmarks): print spike counts and sizes")
     args = p.parse_args()
     rng = np.random.default_rng(7)
     out = {}
@@ -161,7 +165,8 @@ def main():
         for _ in range(count):
             eid = str(uuid.UUID(int=int(rng.integers(1 << 62))))
             path = os.path.join(base, kind, f"{eid}.h5")
-            out[eid] = dict(make_session(path, rng, eid, args.units, args.trials, args.rate, kind), kind=kind)
+            out[eid] = dict(make_session(path, rng, eid, args.units, args.trials, args.rate, kind,
+                                           expect=not args.no_expect), kind=kind)
     if args.bad:
         with open(os.path.join(base, "pretrain", "not-hdf5.h5"), "wb") as f:
             f.write(b"this is not an HDF5 file" * 10)
