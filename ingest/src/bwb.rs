@@ -158,6 +158,60 @@ pub fn ingest(
     )
 }
 
+/// The manifest of one BWB session set under a dataset root: `{out}/bwb-{part}.txt`, one
+/// session folder (`{eid}_aligned`) per line. It is a dataset root of its own
+/// (`data.root = "…/bwb-pretrain.txt"` trains on exactly those sessions) and a session
+/// list for `data.select.list`.
+pub fn manifest_name(part: Part) -> String {
+    format!("bwb-{}.txt", part.folder())
+}
+
+/// Adds `written` (eids) to the manifest of `part` under `out`, keeping the sessions an
+/// earlier ingest listed there (a re-run of the files that failed completes it); returns
+/// the manifest's location and how many sessions it lists.
+pub fn update_manifest(out: &str, part: Part, written: &[String]) -> Result<(Location, usize)> {
+    let manifest = Location::parse(out)?.join(&manifest_name(part));
+    let url = manifest.url();
+    let fail = |reason: String| IngestError::Fetch {
+        url: url.clone(),
+        reason,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start an I/O runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut eids: std::collections::BTreeSet<String> = written.iter().cloned().collect();
+        match manifest.store.get(&manifest.path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| fail(e.to_string()))?;
+                let text = String::from_utf8_lossy(&bytes);
+                for line in text.lines() {
+                    let entry = line.split('#').next().unwrap_or_default().trim();
+                    if let Some(eid) = entry.strip_suffix("_aligned") {
+                        eids.insert(eid.to_string());
+                    }
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        let mut text = format!(
+            "# BrainWideBench {} sessions written by `mtm ingest bwb` (one session folder a line)\n",
+            part.folder()
+        );
+        for eid in &eids {
+            text.push_str(&format!("{eid}_aligned\n"));
+        }
+        manifest
+            .store
+            .put(&manifest.path, text.into_bytes().into())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((manifest.clone(), eids.len()))
+    })
+}
+
 /// Copies an object to a temporary file, streaming.
 fn fetch(runtime: &tokio::runtime::Runtime, source: &Location) -> Result<tempfile::NamedTempFile> {
     let fail = |reason: String| IngestError::Fetch {

@@ -74,11 +74,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         eprintln!("generated the synthetic dataset at {}", config.data.root);
     }
     let dataset = Dataset::open(&config.data.root)?;
-    let held_out: Vec<String> = if config.data.sessions.is_empty() {
-        dataset.sessions.iter().map(|s| s.eid.clone()).collect()
-    } else {
-        config.data.sessions.clone()
-    };
+    let held_out = mtm_trainer::data::wanted_eids(&config, &dataset)?;
     let pretrained = source
         .as_deref()
         .map(Pretrained::open)
@@ -125,6 +121,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
         let mut session_config = config.clone();
         session_config.out_dir = config.out_dir.join(eid);
         session_config.data.sessions = vec![eid.clone()];
+        session_config.data.select = None;
         session_config.eval.after_training = false;
         let freeze = config.finetune.freeze_backbone;
         let mut load = None;

@@ -35,7 +35,9 @@ pub enum IngestCommand {
     /// domains are kept (a trial whose window straddles two is dropped and counted), and
     /// the file's /brainset and /provenance attributes go into each Parquet file's
     /// key-value metadata. Files in an object store are fetched to $TMPDIR one per job.
-    /// A file that fails is reported by name and the others still written. Needs a binary
+    /// A file that fails is reported by name and the others still written. The sessions
+    /// written are added to the manifest `{out}/bwb-{pretrain|eval}.txt`, which names
+    /// exactly that set as a dataset root (`data.root = ".../bwb-pretrain.txt"`). Needs a binary
     /// built with `--features bwb` (HDF5: Debian's libhdf5-dev and pkg-config).
     Bwb(BwbArgs),
 }
@@ -203,7 +205,19 @@ fn bwb(args: BwbArgs) -> Result<ExitCode> {
         &|result| tick(&bar, result),
     )?;
     bar.finish_and_clear();
-    Ok(summarise(&results, &args.common.out, start))
+    let code = summarise(&results, &args.common.out, start);
+    let written: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|r| r.eid.clone()))
+        .collect();
+    if !written.is_empty() {
+        let (manifest, listed) = bwb::update_manifest(&args.common.out, part, &written)?;
+        println!(
+            "{listed} sessions listed in {} (a dataset root of its own: data.root)",
+            manifest.url()
+        );
+    }
+    Ok(code)
 }
 
 #[cfg(not(feature = "bwb"))]

@@ -110,6 +110,10 @@ fn from_the_public_bucket_to_a_private_one_and_back_without_credentials() {
         "{stdout}\n{stderr}"
     );
     assert!(
+        stdout.contains(&format!("2 sessions listed in {out}/bwb-pretrain.txt")),
+        "{stdout}"
+    );
+    assert!(
         stderr.contains("4 session files under s3://brain-wide-bench"),
         "{stderr}"
     );
@@ -209,7 +213,8 @@ fn from_the_public_bucket_to_a_private_one_and_back_without_credentials() {
     let config = mtm_tests::TestRun::new(dir.path())
         .with(|c| {
             c.data.synthesize = None;
-            c.data.root = "s3://brain-wide-bench/derived".into();
+            // The manifest the ingest wrote: exactly the pretraining sessions.
+            c.data.root = "s3://brain-wide-bench/derived/bwb-pretrain.txt".into();
             c.train.steps = 2;
             c.train.validate_every = 2;
             c.train.checkpoint_every = 2;
@@ -221,7 +226,7 @@ fn from_the_public_bucket_to_a_private_one_and_back_without_credentials() {
     assert!(o.status.success(), "{stdout}\n{stderr}");
     let log = format!("{stdout}{stderr}");
     assert!(
-        log.contains("on 2 sessions of s3://brain-wide-bench/derived")
+        log.contains("on 2 sessions of s3://brain-wide-bench/derived/bwb-pretrain.txt")
             && log.contains("step 2: validation loss"),
         "{log}"
     );

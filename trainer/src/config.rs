@@ -133,9 +133,17 @@ impl DistributedConfig {
 pub struct DataConfig {
     /// Dataset URL: a folder, `file://`, `s3://`, `gs://` or `az://` prefix, or a manifest.
     pub root: String,
-    /// Sessions to train on, by eid; empty means every session in the dataset.
+    /// Sessions to train on, by eid; empty means every session in the dataset (or those
+    /// `select` chooses).
     #[serde(default)]
     pub sessions: Vec<String>,
+    /// Sessions chosen as IBL users name them instead of by eid: a list file (BWB's
+    /// pretrain/eval lists, an mtm manifest) and/or a ONE cache's sessions by project or
+    /// tag, e.g. `select = { list = "pretrain_recording_ids.txt" }`. The dataset's sessions
+    /// that it selects are used (those it selects but the dataset lacks are reported);
+    /// read at every start, so keep its files unchanged during a run. Not with `sessions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<mtm_dataloader::SessionSelect>,
     /// When set and `root` is a local folder that does not exist yet, generate this
     /// synthetic dataset there first (the fields of `mtm synth`: sessions, seed, units,
     /// trials, regions as `[min, max]`, n_bins, binsize, wheel).
@@ -446,6 +454,12 @@ impl RunConfig {
     /// Every problem with the values, as one message each.
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.model.problems();
+        if let Some(select) = &self.data.select {
+            out.extend(select.problems());
+            if !self.data.sessions.is_empty() {
+                out.push("set data.sessions or data.select, not both".into());
+            }
+        }
         let t = &self.train;
         if t.steps == 0 && t.epochs == 0 {
             out.push("set train.steps or train.epochs".into());
@@ -518,7 +532,10 @@ impl RunConfig {
         if self.seed != other.seed {
             differences.push("seed");
         }
-        if self.data.root != other.data.root || self.data.sessions != other.data.sessions {
+        if self.data.root != other.data.root
+            || self.data.sessions != other.data.sessions
+            || self.data.select != other.data.select
+        {
             differences.push("data");
         }
         if self.masking != other.masking {

@@ -125,14 +125,41 @@ pub(crate) fn init_rates(mut model: Ndt, map: &SessionMap, courses: &[Option<Vec
     model
 }
 
-/// Sessions a run trains on: the configured eids, or every session of the dataset.
-pub fn select_sessions(config: &RunConfig, dataset: &Dataset) -> Result<Vec<SessionSpec>> {
-    let wanted: Vec<&str> = if config.data.sessions.is_empty() {
-        dataset.sessions.iter().map(|s| s.eid.as_str()).collect()
-    } else {
-        config.data.sessions.iter().map(String::as_str).collect()
+/// The eids a run uses, in order: `data.sessions`, else the dataset's sessions that
+/// `data.select` chooses (those it chooses but the dataset lacks are logged), else every
+/// session of the dataset. The one place that rule lives.
+pub fn wanted_eids(config: &RunConfig, dataset: &Dataset) -> Result<Vec<String>> {
+    if !config.data.sessions.is_empty() {
+        return Ok(config.data.sessions.clone());
+    }
+    let Some(select) = &config.data.select else {
+        return Ok(dataset.sessions.iter().map(|s| s.eid.clone()).collect());
     };
-    wanted
+    let chosen = select.eids()?;
+    let (present, missing): (Vec<String>, Vec<String>) = chosen
+        .into_iter()
+        .partition(|eid| dataset.sessions.iter().any(|s| &s.eid == eid));
+    if !missing.is_empty() {
+        tracing::warn!(
+            "data.select chooses {} sessions that {} does not hold (e.g. {}); using the {} it holds",
+            missing.len(),
+            dataset.root,
+            missing[..missing.len().min(3)].join(", "),
+            present.len()
+        );
+    }
+    if present.is_empty() {
+        return Err(TrainError::Mismatch(format!(
+            "data.select chooses no session of {}",
+            dataset.root
+        )));
+    }
+    Ok(present)
+}
+
+/// Sessions a run trains on (see [`wanted_eids`]), checked against the model.
+pub fn select_sessions(config: &RunConfig, dataset: &Dataset) -> Result<Vec<SessionSpec>> {
+    wanted_eids(config, dataset)?
         .into_iter()
         .map(|eid| {
             let s = dataset
