@@ -248,31 +248,21 @@ fn strings(c: &hdf5::Container) -> std::result::Result<Vec<String>, String> {
         .and_then(|t| t.to_descriptor())
         .map_err(|e| e.to_string())?;
     let read = |e: hdf5::Error| e.to_string();
+    // The four string types share no trait; each has its own `as_str`.
+    macro_rules! texts {
+        ($t:ty) => {
+            c.read_raw::<$t>()
+                .map_err(read)?
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect()
+        };
+    }
     Ok(match descriptor {
-        TypeDescriptor::VarLenUnicode => c
-            .read_raw::<VarLenUnicode>()
-            .map_err(read)?
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect(),
-        TypeDescriptor::VarLenAscii => c
-            .read_raw::<VarLenAscii>()
-            .map_err(read)?
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect(),
-        TypeDescriptor::FixedAscii(n) if n <= MAX_STRING => c
-            .read_raw::<FixedAscii<MAX_STRING>>()
-            .map_err(read)?
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect(),
-        TypeDescriptor::FixedUnicode(n) if n <= MAX_STRING => c
-            .read_raw::<FixedUnicode<MAX_STRING>>()
-            .map_err(read)?
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect(),
+        TypeDescriptor::VarLenUnicode => texts!(VarLenUnicode),
+        TypeDescriptor::VarLenAscii => texts!(VarLenAscii),
+        TypeDescriptor::FixedAscii(n) if n <= MAX_STRING => texts!(FixedAscii<MAX_STRING>),
+        TypeDescriptor::FixedUnicode(n) if n <= MAX_STRING => texts!(FixedUnicode<MAX_STRING>),
         other => return Err(format!("expected strings, found {other}")),
     })
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use mtm_dataloader::{Behaviour, Dataset, Split};
 use mtm_ingest::{IngestError, IngestOptions, RegionLevel, SessionArg, convert_session, ingest};
+use mtm_tests::json::{floats, strings};
 use serde_json::Value;
 
 fn sessions() -> (tempfile::TempDir, Value) {
@@ -19,22 +20,6 @@ fn arg(expected: &Value) -> SessionArg {
         eid: None,
         folder: PathBuf::from(expected["folder"].as_str().unwrap()),
     }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 #[test]

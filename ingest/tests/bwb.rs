@@ -10,6 +10,7 @@ use std::path::Path;
 use mtm_dataloader::{Behaviour, Dataset, Split};
 use mtm_ingest::bwb::{self, Build, Part, Splits};
 use mtm_ingest::{IngestError, IngestOptions, RegionLevel};
+use mtm_tests::json::{floats, strings};
 use serde_json::Value;
 
 fn sessions() -> (tempfile::TempDir, Value) {
@@ -17,22 +18,6 @@ fn sessions() -> (tempfile::TempDir, Value) {
     let root = dir.path().join("bucket");
     let out = mtm_tests::run_python("make_bwb.py", &[root.to_str().unwrap(), "--bad"]);
     (dir, serde_json::from_str(&out).unwrap())
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn count(v: &Value) -> usize {

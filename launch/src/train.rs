@@ -330,7 +330,7 @@ fn train_as(
             return Ok(after_stop(step, false));
         }
         stop_at_once_on_signals()?;
-        if config.eval.after_training && !args.no_eval {
+        if config.eval.after_training && !args.no_eval && has_test_trials(&trainer) {
             // This rank scores its share of the sessions; rank 0 writes the report.
             let (model, dataset, mut comm) = for_evaluation(trainer);
             run_eval(&model, &dataset, &run_eval_options(&config), comm.as_mut())?;
@@ -364,6 +364,14 @@ fn train_as(
     eprintln!("run written to {}", config.out_dir.display());
     // Nothing reads the stop flag any more: from here Ctrl-C and SIGTERM end the process.
     stop_at_once_on_signals()?;
+    if config.eval.after_training && !args.no_eval && !has_test_trials(&trainer) {
+        eprintln!(
+            "nothing to evaluate after training: none of the {sessions} sessions has test trials \
+             (BrainWideBench's pretraining files have none); evaluate by fine-tuning on held-out \
+             sessions (`mtm finetune`), or set eval.after_training = false"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if config.eval.after_training && !args.no_eval {
         let (model, dataset, mut comm) = for_evaluation(trainer);
         let options = run_eval_options(&config);
@@ -374,6 +382,18 @@ fn train_as(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether any session the run trained on has test trials to evaluate after training
+/// (from the sessions' metadata: the same answer on every rank).
+fn has_test_trials(trainer: &Trainer) -> bool {
+    let dataset = trainer.dataset();
+    trainer.sessions().iter().any(|spec| {
+        dataset
+            .sessions
+            .iter()
+            .any(|s| s.eid == spec.eid && s.trials(Split::Test) > 0)
+    })
 }
 
 /// What the evaluation after training needs from the trainer: the weights, copied to the

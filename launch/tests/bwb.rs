@@ -208,8 +208,8 @@ fn from_the_public_bucket_to_a_private_one_and_back_without_credentials() {
     );
     assert!(!stderr.contains("WARN"), "{stderr}");
 
-    // BWB's pretraining sessions have no test trials, so nothing is evaluated after
-    // training (the error saying so is the one `mtm eval` gives).
+    // BWB's pretraining sessions have no test trials: nothing is evaluated after training,
+    // and the run says so and succeeds.
     let config = mtm_tests::TestRun::new(dir.path())
         .with(|c| {
             c.data.synthesize = None;
@@ -218,7 +218,6 @@ fn from_the_public_bucket_to_a_private_one_and_back_without_credentials() {
             c.train.steps = 2;
             c.train.validate_every = 2;
             c.train.checkpoint_every = 2;
-            c.eval.after_training = false;
         })
         .write(&dir.path().join("bwb.toml"));
     let o = mtm(&["train", "--config", config.to_str().unwrap()], &anonymous);
@@ -230,6 +229,7 @@ fn from_the_public_bucket_to_a_private_one_and_back_without_credentials() {
             && log.contains("step 2: validation loss"),
         "{log}"
     );
+    assert!(log.contains("nothing to evaluate after training"), "{log}");
     let checkpoint = dir.path().join("run/checkpoints/step-00000002");
     assert!(checkpoint.is_dir(), "{log}");
 }

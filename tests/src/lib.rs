@@ -15,6 +15,29 @@ mod run;
 
 pub use run::TestRun;
 
+/// Reading the JSON the Python scripts print (panicking on the unexpected: these are tests).
+pub mod json {
+    use serde_json::Value;
+
+    /// An array of strings.
+    pub fn strings(v: &Value) -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// An array of numbers.
+    pub fn floats(v: &Value) -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    }
+}
+
 /// The Python interpreter (`MTM_PYTHON`, default `python3`).
 pub fn python() -> Command {
     Command::new(std::env::var("MTM_PYTHON").unwrap_or_else(|_| "python3".into()))
