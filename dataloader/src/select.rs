@@ -88,40 +88,29 @@ impl SessionSelect {
 /// The eids of a list file, in order, without repeats.
 fn read_list(url: &str) -> Result<Vec<String>> {
     let location = Location::parse(url)?;
-    let store_err = |source| DataError::Store {
-        url: location.url(),
-        source,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| DataError::Inconsistent {
-            url: url.to_string(),
-            reason: format!("cannot start an I/O runtime: {e}"),
-        })?;
-    let bytes = runtime.block_on(async {
-        use object_store::ObjectStoreExt;
-        location
-            .store
-            .get(&location.path)
-            .await
-            .map_err(store_err)?
-            .bytes()
-            .await
-            .map_err(store_err)
-    })?;
+    let bytes = crate::store::io_runtime().block_on(location.read())?;
     let text = std::str::from_utf8(&bytes).map_err(|e| DataError::Manifest {
         url: location.url(),
         line: 1,
         reason: format!("not UTF-8 text: {e}"),
     })?;
+    let out = listed_eids(text);
+    if out.is_empty() {
+        return Err(DataError::Manifest {
+            url: location.url(),
+            line: 1,
+            reason: "lists no session".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The eids a list or manifest names, in order, without repeats: an entry is an eid or a
+/// session folder `…/{eid}_aligned`.
+pub fn listed_eids(text: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for line in text.lines() {
-        let entry = line.split('#').next().unwrap_or_default().trim();
-        if entry.is_empty() {
-            continue;
-        }
+    for (_, entry) in crate::session::manifest_entries(text) {
         let last = entry
             .trim_end_matches('/')
             .rsplit('/')
@@ -132,14 +121,7 @@ fn read_list(url: &str) -> Result<Vec<String>> {
             out.push(eid);
         }
     }
-    if out.is_empty() {
-        return Err(DataError::Manifest {
-            url: location.url(),
-            line: 1,
-            reason: "lists no session".into(),
-        });
-    }
-    Ok(out)
+    out
 }
 
 /// The session ids of a ONE `sessions.pqt` (its `id` column, the pandas index), keeping

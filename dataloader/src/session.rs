@@ -366,36 +366,30 @@ pub async fn discover(root: &Location) -> Result<Vec<SessionSource>> {
     Ok(sources)
 }
 
+/// The entries of a manifest or session list with their 1-based line numbers: each line
+/// without its `#` comment, trimmed; blank lines skipped.
+pub fn manifest_entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let entry = line.split('#').next().unwrap_or_default().trim();
+        (!entry.is_empty()).then_some((i + 1, entry))
+    })
+}
+
 /// A manifest: one session folder per line (URL, absolute path, or a path relative to the
 /// manifest's folder); blank lines and `#` comments are ignored.
 async fn discover_manifest(manifest: &Location) -> Result<Vec<SessionSource>> {
     let url = manifest.url();
-    let store_err = |source| DataError::Store {
-        url: url.clone(),
-        source,
-    };
-    let bytes = manifest
-        .store
-        .get(&manifest.path)
-        .await
-        .map_err(store_err)?
-        .bytes()
-        .await
-        .map_err(store_err)?;
+    let bytes = manifest.read().await?;
     let text = std::str::from_utf8(&bytes).map_err(|e| DataError::Manifest {
         url: url.clone(),
         line: 1,
         reason: format!("not UTF-8 text: {e}"),
     })?;
     let mut sources = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let entry = line.split('#').next().unwrap_or_default().trim();
-        if entry.is_empty() {
-            continue;
-        }
+    for (line, entry) in manifest_entries(text) {
         let manifest_err = |reason: String| DataError::Manifest {
             url: url.clone(),
-            line: i + 1,
+            line,
             reason,
         };
         let folder = if entry.contains("://") || entry.starts_with('/') {

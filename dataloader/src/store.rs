@@ -168,6 +168,23 @@ impl Location {
         self.with_path(parent)
     }
 
+    /// The whole object at this location (a manifest, a list); a missing object is a
+    /// [`DataError::Store`] whose source is `NotFound`.
+    pub async fn read(&self) -> Result<bytes::Bytes> {
+        use object_store::ObjectStoreExt;
+        let store_err = |source| DataError::Store {
+            url: self.url(),
+            source,
+        };
+        self.store
+            .get(&self.path)
+            .await
+            .map_err(store_err)?
+            .bytes()
+            .await
+            .map_err(store_err)
+    }
+
     /// The full URL of this location, for messages and manifests.
     pub fn url(&self) -> String {
         self.url_of(&self.path)
@@ -189,6 +206,15 @@ impl Location {
 }
 
 /// Bounded retries, so that an unreachable store fails in seconds rather than minutes.
+/// A single-threaded runtime for the object-store calls of synchronous code (listing a
+/// folder, reading a list, one job's fetches).
+pub fn io_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts")
+}
+
 fn retry_config() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig::default(),

@@ -95,10 +95,7 @@ pub fn list(from: &str, part: Part, build: Build) -> Result<Vec<Location>> {
         root.join(&format!("{DATASET}/{}", part.folder())),
         root.join(&format!("{}/{DATASET}/{}", build.folder(), part.folder())),
     ];
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime starts");
+    let runtime = mtm_dataloader::store::io_runtime();
     for folder in &candidates {
         let listed = runtime
             .block_on(folder.store.list_with_delimiter(Some(&folder.path)))
@@ -171,30 +168,17 @@ pub fn manifest_name(part: Part) -> String {
 /// the manifest's location and how many sessions it lists.
 pub fn update_manifest(out: &str, part: Part, written: &[String]) -> Result<(Location, usize)> {
     let manifest = Location::parse(out)?.join(&manifest_name(part));
-    let url = manifest.url();
-    let fail = |reason: String| IngestError::Fetch {
-        url: url.clone(),
-        reason,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("cannot start an I/O runtime: {e}")))?;
-    runtime.block_on(async {
+    mtm_dataloader::store::io_runtime().block_on(async {
         let mut eids: std::collections::BTreeSet<String> = written.iter().cloned().collect();
-        match manifest.store.get(&manifest.path).await {
-            Ok(got) => {
-                let bytes = got.bytes().await.map_err(|e| fail(e.to_string()))?;
-                let text = String::from_utf8_lossy(&bytes);
-                for line in text.lines() {
-                    let entry = line.split('#').next().unwrap_or_default().trim();
-                    if let Some(eid) = entry.strip_suffix("_aligned") {
-                        eids.insert(eid.to_string());
-                    }
-                }
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(fail(e.to_string())),
+        match manifest.read().await {
+            Ok(bytes) => eids.extend(mtm_dataloader::select::listed_eids(
+                &String::from_utf8_lossy(&bytes),
+            )),
+            Err(mtm_dataloader::DataError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
         }
         let mut text = format!(
             "# BrainWideBench {} sessions written by `mtm ingest bwb` (one session folder a line)\n",
@@ -207,7 +191,10 @@ pub fn update_manifest(out: &str, part: Part, written: &[String]) -> Result<(Loc
             .store
             .put(&manifest.path, text.into_bytes().into())
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| IngestError::Fetch {
+                url: manifest.url(),
+                reason: e.to_string(),
+            })?;
         Ok((manifest.clone(), eids.len()))
     })
 }

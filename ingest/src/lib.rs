@@ -604,10 +604,7 @@ pub(crate) fn convert_all<S: Sync>(
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, sources.len().max(1)) {
             scope.spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime starts");
+                let runtime = mtm_dataloader::store::io_runtime();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(source) = sources.get(i) else { break };
