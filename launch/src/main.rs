@@ -4,6 +4,7 @@
 //! by the library crates.
 
 mod bench;
+mod bwb;
 mod data;
 mod finetune;
 mod ingest;
@@ -79,6 +80,11 @@ enum Command {
     /// the forward pass), MODEL_CARD.md, and reference.safetensors (an input and the
     /// log-rates mtm computes for it). `mtm eval --checkpoint EXPORT` reads it back.
     Export(finetune::ExportArgs),
+    /// Write a model's predictions as a benchmark submission: `--bwb DIR` writes
+    /// BrainWideBench's TS2 (co-smoothing and forecasting on its evaluation sessions) in
+    /// the layout `ibl_bwb_eval` scores, one file per session, task and training seed.
+    /// Reads BWB's HDF5 files (feature `bwb`).
+    ExportPredictions(bwb::ExportPredictionsArgs),
     /// Scaling sweeps: pretrain on 1, 2, 4, ... sessions, fine-tune on held-out sessions,
     /// evaluate, tabulate (CSV, Parquet); `mtm sweep report` fits power laws and plots.
     ///
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => train::evaluate(args),
         Command::Finetune(args) => finetune::finetune(args),
         Command::Export(args) => finetune::export(args),
+        Command::ExportPredictions(args) => bwb::export_predictions(args),
         Command::Launch(command) => launch::run(command),
         Command::Sweep(args) => sweep::run(args),
     };

@@ -51,7 +51,15 @@ pub struct EvalArgs {
     /// folder.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Dataset to evaluate on (default: the one the run trained on).
+    /// Whose evaluation: `mtm`, the paper's (spec §4) on a dataset's test trials; `bwb`,
+    /// BrainWideBench's suite TS2 (co-smoothing and forecasting on 1 s windows of its
+    /// evaluation sessions, Poisson D² and bits per spike, as `ibl_bwb_eval` scores them),
+    /// which reads BWB's HDF5 files given as --data (feature `bwb`) and writes
+    /// eval-bwb-ts2.json.
+    #[arg(long, value_enum, default_value_t = Protocol::Mtm)]
+    protocol: Protocol,
+    /// Dataset to evaluate on (default: the one the run trained on). With --protocol bwb:
+    /// BWB's evaluation files (an `{eid}.h5`, a folder of them, or the bucket root).
     #[arg(long)]
     data: Option<String>,
     /// Split to score.
@@ -88,6 +96,15 @@ pub struct EvalArgs {
     /// Where to write the JSON report (default: eval-{split}.json beside the checkpoint).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// The evaluation protocols `mtm eval` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// The paper's evaluation (spec §4).
+    Mtm,
+    /// BrainWideBench's suite TS2.
+    Bwb,
 }
 
 /// The progress bar on a terminal; plain lines every `log_every` steps otherwise (Slurm
@@ -470,6 +487,15 @@ pub(crate) fn write_report(report: &Report, path: &Path) -> Result<()> {
 
 /// `mtm eval`.
 pub fn evaluate(args: EvalArgs) -> Result<ExitCode> {
+    if args.protocol == Protocol::Bwb {
+        return crate::bwb::evaluate(crate::bwb::EvalRequest {
+            checkpoint: &args.checkpoint,
+            from: args.data.as_deref(),
+            sessions: &args.sessions,
+            windows_per_pass: args.rows_per_pass,
+            out: args.out.as_deref(),
+        });
+    }
     let device = burn::prelude::Device::flex();
     let artifact = Artifact::open(&args.checkpoint)?;
     let model = artifact.model(&device)?;

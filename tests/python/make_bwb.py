@@ -5,13 +5,22 @@ ingest), their split (the BWB domain that holds the whole window), counts per bi
 (numpy.histogram over the bin edges), behaviour interpolated at the right bin edges
 (numpy.interp on the 50 Hz grid), and the unit table.
 
-Usage: make_bwb.py ROOT [--bad] [--units N --trials K --rate HZ --sessions S] [--no-expect]
+Usage: make_bwb.py ROOT [--bad] [--units N --trials K --rate HZ --sessions S]
+                   [--eval-sessions E] [--no-expect]
 Writes, in the bucket's layout under ROOT/selected_units/ibl_brain_wide_bench_2026/,
 pretrain/{eid}.h5 (two sessions, BWB's pretrain train/val domains) and eval/{eid}.h5 (one
 session, BWB's ts2 train/val/test domains). With --bad, also pretrain/not-hdf5.h5 (garbage
 bytes) and a valid HDF5 file without /spikes.
+
+Every file has /task_aligned_intervals/domain (one interval per trial with a stimulus and
+a choice, stimulus onset -0.9 s to about +1.6 s, lengths varied so that windows do not
+tile them exactly). Evaluation files carry BWB's co-smoothing hold-out columns
+(/units/ts2_co_smoothing_is_held_out_{test,val}, by BWB's SHA-256 rule), except the
+second evaluation session and later ones (--eval-sessions), which leave them out as a
+build without them would, so that a reader must apply the rule itself.
 """
 import argparse
+import hashlib
 import json
 import os
 import uuid
@@ -29,7 +38,17 @@ def strings(values):
     return np.array(values, dtype=object)
 
 
-def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind, expect=True):
+def held_out_mask(unit_ids, salt, ratio=0.1):
+    """BWB's co-smoothing hold-out: the k units first by sha256("{salt}:{id}")."""
+    k = max(1, round(ratio * len(unit_ids)))
+    digests = [hashlib.sha256(f"{salt}:{uid}".encode()).hexdigest() for uid in unit_ids]
+    order = sorted(range(len(unit_ids)), key=lambda i: digests[i])
+    mask = np.zeros(len(unit_ids), dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind, expect=True, held_out=True):
     gap = 4.0
     stim = 3.0 + np.arange(n_trials) * gap + rng.uniform(0, 0.3, n_trials)
     duration = stim[-1] + 5.0
@@ -102,6 +121,15 @@ def make_session(path, rng, eid, n_units, n_trials, rate_hz, kind, expect=True):
         names = ["ts2_train_domain", "ts2_val_domain", "ts2_test_domain"]
     for name, (s, e) in domains.items():
         setattr(data, name, Interval(start=np.array(s), end=np.array(e)))
+    # BWB's task-aligned intervals: one per trial with a stimulus and a choice; the jitter
+    # (no random draw, so the data above stays as it was) makes lengths off the 20 ms grid.
+    valid = ~np.isnan(stim_nan) & (raw_choice != 0)
+    jitter = 0.01 * ((np.arange(n_trials) * 7) % 5)
+    data.task_aligned_intervals = Data(domain=Interval(
+        start=(stim - 0.9)[valid], end=(stim + 1.6 + jitter)[valid]))
+    if kind == "eval" and held_out:
+        unit_table.ts2_co_smoothing_is_held_out_test = held_out_mask(ids, "ts2_co_smoothing_test")
+        unit_table.ts2_co_smoothing_is_held_out_val = held_out_mask(ids, "ts2_co_smoothing_val")
     with h5py.File(path, "w") as f:
         data.to_hdf5(f)
     if not expect:
@@ -154,19 +182,21 @@ def main():
     p.add_argument("--trials", type=int, default=40)
     p.add_argument("--rate", type=float, default=8.0)
     p.add_argument("--sessions", type=int, default=2, help="pretraining sessions")
+    p.add_argument("--eval-sessions", type=int, default=1,
+                   help="evaluation sessions (the second and later without hold-out columns)")
     p.add_argument("--no-expect", action="store_true",
                    help="only write the files (for benchmarks): print spike counts and sizes")
     args = p.parse_args()
     rng = np.random.default_rng(7)
     out = {}
     base = os.path.join(args.root, "selected_units", "ibl_brain_wide_bench_2026")
-    for kind, count in [("pretrain", args.sessions), ("eval", 1)]:
+    for kind, count in [("pretrain", args.sessions), ("eval", args.eval_sessions)]:
         os.makedirs(os.path.join(base, kind), exist_ok=True)
-        for _ in range(count):
+        for i in range(count):
             eid = str(uuid.UUID(int=int(rng.integers(1 << 62))))
             path = os.path.join(base, kind, f"{eid}.h5")
             out[eid] = dict(make_session(path, rng, eid, args.units, args.trials, args.rate, kind,
-                                           expect=not args.no_expect), kind=kind)
+                                           expect=not args.no_expect, held_out=i == 0), kind=kind)
     if args.bad:
         with open(os.path.join(base, "pretrain", "not-hdf5.h5"), "wb") as f:
             f.write(b"this is not an HDF5 file" * 10)

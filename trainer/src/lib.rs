@@ -35,6 +35,7 @@ pub mod report;
 pub mod schedule;
 pub mod sync;
 pub mod train;
+pub mod ts2;
 pub mod validation;
 pub mod weights;
 

@@ -26,6 +26,8 @@ use crate::align::{self, SpikeTrain, SplitRule, Trace, TrialColumns};
 use crate::error::{IngestError, Result};
 use crate::{BIN, Converted, IngestOptions, IngestReport, N_BINS, RegionLevel};
 
+pub mod ts2;
+
 /// The dataset's folder name in BWB's bucket.
 pub const DATASET: &str = "ibl_brain_wide_bench_2026";
 
@@ -273,6 +275,33 @@ struct Reader {
 }
 
 impl Reader {
+    /// Opens a session file and reads its eid, which must be the file's name.
+    fn open(path: &Path, shown: &Path) -> Result<(Self, String)> {
+        let file = hdf5::File::open(path).map_err(|e| IngestError::Read {
+            path: shown.to_path_buf(),
+            reason: format!("not a readable HDF5 file: {e}"),
+        })?;
+        let r = Reader {
+            file,
+            shown: shown.to_path_buf(),
+        };
+        let session = r.group("session")?;
+        let eid = r
+            .attr_string(&session, "id")?
+            .ok_or_else(|| r.err("no attribute /session@id".into()))?;
+        let stem = shown
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if stem != eid {
+            return Err(IngestError::Mismatch {
+                path: shown.to_path_buf(),
+                what: format!("/session@id is {eid}, but the file is named {stem}.h5"),
+            });
+        }
+        Ok((r, eid))
+    }
+
     fn err(&self, reason: String) -> IngestError {
         IngestError::Read {
             path: self.shown.clone(),
@@ -400,28 +429,7 @@ pub fn convert_file(
     splits: Splits,
 ) -> Result<Converted> {
     let start = std::time::Instant::now();
-    let file = hdf5::File::open(path).map_err(|e| IngestError::Read {
-        path: shown.to_path_buf(),
-        reason: format!("not a readable HDF5 file: {e}"),
-    })?;
-    let r = Reader {
-        file,
-        shown: shown.to_path_buf(),
-    };
-    let session = r.group("session")?;
-    let eid = r
-        .attr_string(&session, "id")?
-        .ok_or_else(|| r.err("no attribute /session@id".into()))?;
-    let stem = shown
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if stem != eid {
-        return Err(IngestError::Mismatch {
-            path: shown.to_path_buf(),
-            what: format!("/session@id is {eid}, but the file is named {stem}.h5"),
-        });
-    }
+    let (r, eid) = Reader::open(path, shown)?;
     let mut report = IngestReport {
         eid: eid.clone(),
         source: shown.to_path_buf(),
