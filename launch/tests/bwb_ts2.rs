@@ -95,30 +95,34 @@ fn a_ts2_submission_scores_in_bwbs_scorer_as_mtm_scores_it() {
     files.sort();
     assert_eq!(files.len(), 2);
 
-    // The evaluation sessions with BWB's own splits, trained on under seeds 43 and 44.
+    // Both sets ingested into one root (one manifest each), the evaluation sessions with
+    // BWB's own splits. Seed 43: a model trained on the evaluation sessions themselves.
+    // Seed 44: as the README goes, pretrained on the pretraining session, then fine-tuned
+    // on each evaluation session (`mtm finetune`, one model per session).
     let data = dir.path().join("data");
-    ok(
-        mtm(
-            &[
-                "ingest",
-                "bwb",
-                "--from",
-                bucket.to_str().unwrap(),
-                "--split",
-                "eval",
-                "--out",
-                data.to_str().unwrap(),
-            ],
-            &[],
-        ),
-        "ingest",
-    );
-    let mut runs = Vec::new();
-    for seed in [43u64, 44] {
-        let out = dir.path().join(format!("run-{seed}"));
+    for part in ["eval", "pretrain"] {
+        ok(
+            mtm(
+                &[
+                    "ingest",
+                    "bwb",
+                    "--from",
+                    bucket.to_str().unwrap(),
+                    "--split",
+                    part,
+                    "--out",
+                    data.to_str().unwrap(),
+                ],
+                &[],
+            ),
+            "ingest",
+        );
+    }
+    let run = |name: &str, manifest: &str, seed: u64| {
+        let out = dir.path().join(name);
         let config = mtm_tests::TestRun::new(dir.path())
             .with(|c| {
-                c.data.root = data.join("bwb-eval.txt").display().to_string();
+                c.data.root = data.join(manifest).display().to_string();
                 c.data.synthesize = None;
                 c.out_dir = out.clone();
                 c.seed = seed;
@@ -127,13 +131,36 @@ fn a_ts2_submission_scores_in_bwbs_scorer_as_mtm_scores_it() {
                 c.train.checkpoint_every = 30;
                 c.eval.after_training = false;
             })
-            .write(&dir.path().join(format!("run-{seed}.toml")));
-        ok(
-            mtm(&["train", "--config", config.to_str().unwrap()], &[]),
-            "train",
-        );
-        runs.push(out);
-    }
+            .write(&dir.path().join(format!("{name}.toml")));
+        (out, config)
+    };
+    let (trained, config) = run("run-43", "bwb-eval.txt", 43);
+    ok(
+        mtm(&["train", "--config", config.to_str().unwrap()], &[]),
+        "train",
+    );
+    let (pretrained, config) = run("pretrain", "bwb-pretrain.txt", 1);
+    ok(
+        mtm(&["train", "--config", config.to_str().unwrap()], &[]),
+        "pretrain",
+    );
+    let (finetuned, config) = run("finetune-44", "bwb-eval.txt", 44);
+    ok(
+        mtm(
+            &[
+                "finetune",
+                "--config",
+                config.to_str().unwrap(),
+                "--checkpoint",
+                pretrained.to_str().unwrap(),
+                "--set",
+                "train.steps=10",
+            ],
+            &[],
+        ),
+        "finetune",
+    );
+    let runs = [trained, finetuned];
 
     // The files are read from the public bucket without credentials.
     let server = S3Server::start(PUBLIC);
