@@ -98,6 +98,15 @@ pub struct EvalArgs {
     out: Option<PathBuf>,
 }
 
+/// Writes one line to stderr in a single write. `eprintln!` writes its pieces one by one,
+/// and under `mpirun` the other ranks' log lines, which share the stream, land between them.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// The evaluation protocols `mtm eval` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -355,7 +364,7 @@ fn train_as(
         return Ok(ExitCode::SUCCESS);
     }
     let sessions = trainer.sessions().len();
-    eprintln!(
+    say(format_args!(
         "training {} parameters on {} session{} of {} ({} masking), {} steps of {} trials ({} rank(s) x {} x {} accumulated){}",
         trainer.n_parameters(),
         sessions,
@@ -371,7 +380,7 @@ fn train_as(
             .as_ref()
             .map(|d| format!(", resuming at step {} from {}", trainer.step, d.display()))
             .unwrap_or_default(),
-    );
+    ));
     let mut observer = Bar::new(trainer.plan().total_steps, config.train.log_every);
     if let RunEnd::Stopped { step } = trainer.run(&mut observer)? {
         observer.bar.abandon();
