@@ -299,7 +299,8 @@ fn placement(config: &RunConfig) -> Result<(Placement, Topology)> {
     let topology = Topology::from_env()?;
     let timeout = config.distributed.timeout();
     let fabric = match config.distributed.device {
-        DeviceKind::Cpu => Fabric::Host,
+        // wgpu exposes no device memory to MPI or NCCL: its gradients go through the host.
+        DeviceKind::Cpu | DeviceKind::Wgpu => Fabric::Host,
         DeviceKind::Cuda => Fabric::Gpu,
     };
     let comm = mtm_cluster::connect(&topology, timeout, fabric)?;

@@ -475,3 +475,77 @@ fn a_killed_rank_ends_the_run_naming_it() {
         "{stderr}"
     );
 }
+
+/// `mpirun -np 2 mtm train` on wgpu (lavapipe's Vulkan device in CI): gradients leave the
+/// device, cross MPI and come back, and the two ranks end where one wgpu process training
+/// the concatenated batch ends; the evaluation after training runs and reports.
+#[cfg(feature = "wgpu")]
+#[test]
+fn two_ranks_on_wgpu_train_like_one_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 4);
+    let config = config.to_str().unwrap();
+    let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+    // burn's dropout on wgpu draws where the tensor lives, the same on every rank for the
+    // same batch; off here so that only the all-reduce separates the two runs.
+    let common = [
+        "--set",
+        "distributed.device=wgpu",
+        "--set",
+        "model.dropout=0",
+        "--set",
+        "model.embed_dropout=0",
+        // Rotary tables move with the model to the CPU for the evaluation.
+        "--set",
+        "model.positions=rotary",
+    ];
+    let out = run(mpirun(
+        2,
+        &[
+            &["train", "--config", config],
+            &common[..],
+            &[
+                "--set",
+                &format!("out_dir={}", two.display()),
+                "--set",
+                "eval.after_training=true",
+                "--set",
+                "eval.tasks=[\"co-smooth\"]",
+                "--set",
+                "eval.baseline=false",
+            ],
+        ]
+        .concat(),
+        "warn,mtm_trainer=info",
+    ));
+    let two_stderr = text(&out.stderr);
+    single(
+        &[
+            &["train", "--config", config],
+            &common[..],
+            &[
+                "--set",
+                &format!("out_dir={}", one.display()),
+                "--set",
+                "train.accumulate=2",
+            ],
+        ]
+        .concat(),
+        "warn",
+    );
+    let diff = max_relative_difference(&model_at(&two, 4), &model_at(&one, 4));
+    assert!(
+        diff <= 1e-4,
+        "2 wgpu ranks vs 1: relative difference {diff}\n{two_stderr}"
+    );
+    let (a, b) = (losses(&two), losses(&one));
+    assert_eq!(a.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * y.abs(), "losses {x} vs {y}");
+    }
+    let report = scores(&two.join("eval-test.json"));
+    assert!(
+        report.to_string().contains("co-smooth"),
+        "the evaluation report holds no co-smoothing: {report}"
+    );
+}

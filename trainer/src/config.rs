@@ -71,6 +71,11 @@ pub enum DeviceKind {
     /// One CUDA GPU per local rank (needs a build with `--features cuda`); ranks
     /// all-reduce over NCCL.
     Cuda,
+    /// A GPU reached through wgpu (Vulkan on Linux, Metal on macOS; Mesa's lavapipe
+    /// gives a Vulkan device on the CPU, which is how CI runs it). Needs a build with
+    /// `--features wgpu`; wgpu picks the adapter (`CUBECL_WGPU_DEFAULT_DEVICE` overrides
+    /// it) and ranks all-reduce over MPI, staged through the host.
+    Wgpu,
 }
 
 /// What a rank does when its gradients hold NaN or Inf before the all-reduce.
@@ -87,7 +92,7 @@ pub enum NonFinitePolicy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistributedConfig {
-    /// `cpu` or `cuda`.
+    /// `cpu`, `cuda` or `wgpu`.
     pub device: DeviceKind,
     /// Seconds any collective may take before the rank gives up, names the ranks that
     /// stopped answering, and exits non-zero. Must exceed the longest legitimate wait

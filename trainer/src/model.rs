@@ -215,7 +215,10 @@ pub struct Ndt {
     prompt_tokens: Param<Tensor<2>>,
     blocks: Vec<Block>,
     final_norm: LayerNorm,
-    #[module(skip)]
+    // A module field, not skipped: its tables are constants (neither parameters nor saved),
+    // but moving the model (`to_device`, `valid`) must move them with it; skipped, they
+    // stayed on the training device and evaluation on the CPU after a wgpu or CUDA run
+    // mixed devices.
     rope: Option<RotaryEncoding>,
     #[module(skip)]
     input: Input,

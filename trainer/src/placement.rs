@@ -25,7 +25,7 @@ impl Placement {
     }
 }
 
-/// The device a rank computes on: the CPU, or GPU `local_rank`.
+/// The device a rank computes on: the CPU, CUDA GPU `local_rank`, or wgpu's adapter.
 pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
@@ -39,5 +39,12 @@ pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
                 message: "`cuda` needs mtm built with `--features cuda` (see the README)".into(),
             })
         }
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceKind::Wgpu => Err(crate::error::TrainError::Config {
+            origin: "distributed.device".into(),
+            message: "`wgpu` needs mtm built with `--features wgpu` (see the README)".into(),
+        }),
     }
 }
