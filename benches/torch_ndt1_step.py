@@ -1,5 +1,7 @@
-"""The NDT1 training step of spec §2 in PyTorch on CPU: the reference `mtm bench step`
-compares against (not part of CI; needs torch).
+"""The NDT1 training step of spec §2 in PyTorch: the reference `mtm bench step` compares
+against (not part of CI; needs torch). CPU by default; `--device cuda` times it on a GPU
+(synchronised around every step), with `--dtype bf16` under torch.autocast (fp32 master
+weights and AdamW state, as mtm's `train.precision` describes).
 
 Same architecture op for op as mtm's burn model: per-session stitcher N->C, Linear C->2C,
 softsign, Linear 2C->D, learned positions, session + prompt tokens, pre-LN layers with a
@@ -8,6 +10,7 @@ LayerNorm, head D->N; masked Poisson loss (mean); AdamW. Prints one JSON line.
 
 usage: torch_ndt1_step.py --batch 16 --units 668 --stitch-dim 668 --hidden 512 --layers 5
        --heads 8 --mlp 1024 --bins 100 --steps 10 --warmup 2 --threads 2
+       [--device cpu|cuda] [--dtype fp32|bf16]
 """
 
 import argparse
@@ -75,26 +78,40 @@ def main():
                           ("layers", 5), ("heads", 8), ("mlp", 1024), ("bins", 100),
                           ("steps", 10), ("warmup", 2), ("threads", 2)]:
         a.add_argument(f"--{name}", type=int, default=default)
+    a.add_argument("--device", default="cpu", help="cpu or cuda")
+    a.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     args = a.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = Ndt1(args.units, args.stitch_dim, args.hidden, args.layers, args.heads, args.mlp, args.bins)
+    device = torch.device(args.device)
+    model = Ndt1(args.units, args.stitch_dim, args.hidden, args.layers, args.heads, args.mlp,
+                 args.bins).to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    counts = torch.poisson(torch.full((args.batch, args.bins, args.units), 0.3))
-    scored = (torch.rand(args.batch, 1, args.units) < 0.3).float().expand_as(counts)
+    counts = torch.poisson(torch.full((args.batch, args.bins, args.units), 0.3)).to(device)
+    scored = (torch.rand(args.batch, 1, args.units) < 0.3).float().expand_as(counts).to(device)
     x = counts * (1 - scored)
+    cuda = device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     times = []
     for i in range(args.warmup + args.steps):
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        log_rates = model(x, 0)
+        with autocast:
+            log_rates = model(x, 0)
+        log_rates = log_rates.float()
         loss = ((log_rates.exp() - counts * log_rates) * scored).sum() / scored.sum()
         optim.zero_grad()
         loss.backward()
         optim.step()
+        loss.item()
+        if cuda:
+            torch.cuda.synchronize()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"torch": torch.__version__, "threads": args.threads, "params": params,
+                      "device": str(device), "dtype": args.dtype,
                       "step_s_median": statistics.median(times), "step_s_mean": statistics.mean(times)}))
 
 

@@ -22,7 +22,9 @@ Python deps beyond torch: numpy, scipy, pyyaml, transformers (ndt1.py imports
 transformers.activations.ACT2FN and scipy.signal at module level).
 
 usage: torch_official_step.py --checkout DIR [--commit SHA] [--batch 16] [--units 668]
-       [--steps 10] [--warmup 2] [--threads 2]
+       [--steps 10] [--warmup 2] [--threads 2] [--device cpu|cuda]
+With --device cuda the model and the batch live on the GPU and every step is timed between
+two torch.cuda.synchronize() calls (the trainer's own loss.item() syncs too).
 Prints one JSON line on stdout; everything else (official prints, warnings) goes to stderr.
 """
 
@@ -52,6 +54,7 @@ def parse_args():
     for name, default in [("batch", 16), ("units", 668), ("steps", 10), ("warmup", 2),
                           ("threads", 2)]:
         a.add_argument(f"--{name}", type=int, default=default)
+    a.add_argument("--device", default="cpu", help="cpu or cuda")
     return a.parse_args()
 
 
@@ -145,7 +148,8 @@ def main():
         eid = include_eids[0]
         meta_data = {"num_neurons": [args.units], "num_sessions": 1, "eids": {eid}}
         config = update_config(config, meta_data)
-        model = NDT1(config.model, **config.method.model_kwargs, **meta_data)
+        device = torch.device(args.device)
+        model = NDT1(config.model, **config.method.model_kwargs, **meta_data).to(device)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
                                       weight_decay=config.optimizer.wd, eps=config.optimizer.eps)
@@ -163,14 +167,20 @@ def main():
         assert base_mode in ("combined", "all"), f"unexpected masker mode {base_mode}"
 
         gen = torch.Generator().manual_seed(config.seed)
-        template = make_batch(args.batch, BINS, args.units, eid, gen)
+        template = {k: (v.to(device) if torch.is_tensor(v) else v)
+                    for k, v in make_batch(args.batch, BINS, args.units, eid, gen).items()}
+        cuda = device.type == "cuda"
 
         def timed(mode):
             masker.ratio = 0.6 if mode == "causal" else base_ratio  # 'temporal' is not drawn
             # The masker zeroes spikes_data in place; the trainer gets a fresh batch each step.
             batch = dict(template, spikes_data=template["spikes_data"].clone())
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             train_step(model, optimizer, scheduler, batch, mode, config)
+            if cuda:
+                torch.cuda.synchronize()
             return time.perf_counter() - start
 
         for mode in schemes:  # touch every code path before timing anything
@@ -182,6 +192,7 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "torch": torch.__version__, "threads": args.threads, "params": params,
+        "device": args.device,
         "step_s_median": statistics.median(mixed), "by_mode": by_mode, "modes": schemes,
         "batch": args.batch, "units": args.units, "bins": BINS, "steps": args.steps,
         "source": f"colehurwitz/IBL_foundation_model@{source_commit(checkout, args.commit)}",

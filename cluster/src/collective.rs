@@ -86,6 +86,20 @@ pub enum CollectiveError {
         /// The last collectives this rank completed.
         recent: CollectiveLog,
     },
+    /// A [`DeviceBuffer`] handed to a collective could not be read, written or located.
+    #[error(
+        "rank {rank}, step {step}: the gradient buffer on the device could not be {what}: {message}"
+    )]
+    DeviceBuffer {
+        /// This process's rank.
+        rank: usize,
+        /// The training step set by the caller.
+        step: u64,
+        /// What was attempted: "read", "written", "located".
+        what: &'static str,
+        /// The device's message.
+        message: String,
+    },
     /// The ranks disagree about something that must be identical.
     #[error("rank {rank}, step {step}: {message}")]
     Mismatch {
@@ -126,6 +140,89 @@ pub trait Collective {
     fn barrier(&mut self) -> Result<(), CollectiveError>;
     /// Every rank's `values`, rank after rank (for small metrics: exact, in f64).
     fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError>;
+    /// Combines a buffer that lives on a compute device across ranks in place, in
+    /// consecutive buckets of at most `bucket_elems` floats (as [`all_reduce_bucketed`]).
+    /// A collective over host memory stages it through one reusable host buffer
+    /// ([`HostStaging`]: one read, one write); NCCL reduces it where it is. With one rank
+    /// nothing moves.
+    fn all_reduce_device(
+        &mut self,
+        buffer: &mut dyn DeviceBuffer,
+        bucket_elems: usize,
+        op: ReduceOp,
+    ) -> Result<(), CollectiveError>;
+}
+
+/// Floats that live in a compute device's memory, as a collective sees them: the trainer's
+/// flat gradient buffer on a GPU backend. The trait keeps this crate free of the tensor
+/// library: the trainer implements it over its tensor, and a collective asks only for what
+/// it can use (a copy through the host, or the CUDA address to reduce in place).
+pub trait DeviceBuffer {
+    /// Floats in the buffer.
+    fn len(&self) -> usize;
+    /// Whether the buffer holds no floats.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies the floats into `host` (`host.len() == self.len()`): one device-to-host copy.
+    fn read(&mut self, host: &mut [f32]) -> Result<(), String>;
+    /// Overwrites the floats with `host`: one host-to-device copy.
+    fn write(&mut self, host: &[f32]) -> Result<(), String>;
+    /// Calls `reduce` with the CUDA device address of the first float, after every kernel
+    /// that writes the buffer has finished, and keeps the memory in place until it
+    /// returns; `reduce` must have finished with the memory (its stream synchronised)
+    /// when it returns. `Ok(None)` without calling it when the buffer is not in CUDA
+    /// memory; `Err` when the buffer could not be located.
+    fn on_cuda(
+        &mut self,
+        reduce: &mut dyn FnMut(u64) -> Result<(), CollectiveError>,
+    ) -> Result<Option<Result<(), CollectiveError>>, String>;
+}
+
+/// The one host buffer through which a collective over host memory (MPI, threads) reduces
+/// a [`DeviceBuffer`]: one read into it, [`all_reduce_bucketed`] over it, one write back.
+/// It grows to the largest buffer seen and never shrinks, so from the second step on it
+/// allocates nothing.
+#[derive(Debug, Default)]
+pub struct HostStaging {
+    host: Vec<f32>,
+}
+
+impl HostStaging {
+    /// Reduces `buffer` across the ranks of `collective` through the host; `step` names
+    /// the training step in errors.
+    pub fn all_reduce(
+        &mut self,
+        collective: &mut dyn Collective,
+        step: u64,
+        buffer: &mut dyn DeviceBuffer,
+        bucket_elems: usize,
+        op: ReduceOp,
+    ) -> Result<(), CollectiveError> {
+        if collective.world_size() == 1 {
+            return Ok(());
+        }
+        let rank = collective.rank();
+        let failed = |what, message| CollectiveError::DeviceBuffer {
+            rank,
+            step,
+            what,
+            message,
+        };
+        let len = buffer.len();
+        if self.host.len() < len {
+            self.host.resize(len, 0.0);
+        }
+        let host = &mut self.host[..len];
+        buffer.read(host).map_err(|m| failed("read", m))?;
+        all_reduce_bucketed(collective, host, bucket_elems, op)?;
+        buffer.write(host).map_err(|m| failed("written", m))
+    }
+
+    /// Floats the staging buffer holds room for (constant once the largest buffer is seen).
+    pub fn capacity(&self) -> usize {
+        self.host.capacity()
+    }
 }
 
 /// All-reduces `buffer` in consecutive buckets of at most `bucket_elems` values, in the
@@ -264,6 +361,14 @@ impl Collective for SingleProcess {
     fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError> {
         Ok(values.to_vec())
     }
+    fn all_reduce_device(
+        &mut self,
+        _buffer: &mut dyn DeviceBuffer,
+        _bucket_elems: usize,
+        _op: ReduceOp,
+    ) -> Result<(), CollectiveError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +405,14 @@ mod tests {
         fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError> {
             Ok(values.to_vec())
         }
+        fn all_reduce_device(
+            &mut self,
+            buffer: &mut dyn DeviceBuffer,
+            bucket_elems: usize,
+            op: ReduceOp,
+        ) -> Result<(), CollectiveError> {
+            HostStaging::default().all_reduce(self, 0, buffer, bucket_elems, op)
+        }
     }
 
     #[test]
@@ -309,6 +422,35 @@ mod tests {
         all_reduce_bucketed(&mut r, &mut buffer, 4, ReduceOp::Sum).unwrap();
         assert_eq!(r.calls, vec![4, 4, 2]);
         assert_eq!(buffer, (1..11).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn host_staging_allocates_once_for_buffers_of_one_length() {
+        let mut r = Recorder { calls: vec![] };
+        let mut staging = HostStaging::default();
+        let mut buffer = crate::conformance::CountingBuffer {
+            values: vec![1.0; 1000],
+            reads: 0,
+            writes: 0,
+        };
+        staging
+            .all_reduce(&mut r, 0, &mut buffer, 300, ReduceOp::Sum)
+            .unwrap();
+        let capacity = staging.capacity();
+        let address = staging.host.as_ptr();
+        for _ in 0..5 {
+            staging
+                .all_reduce(&mut r, 0, &mut buffer, 300, ReduceOp::Sum)
+                .unwrap();
+        }
+        assert_eq!(
+            (staging.capacity(), staging.host.as_ptr()),
+            (capacity, address)
+        );
+        assert_eq!((buffer.reads, buffer.writes), (6, 6));
+        // The fictitious peer adds one per call, in buckets of 300 (4 per call).
+        assert_eq!(buffer.values, vec![7.0; 1000]);
+        assert_eq!(r.calls.len(), 24);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::collective::{
-    Collective, CollectiveError, ReduceOp, all_gather_bytes, all_reduce_bucketed,
+    Collective, CollectiveError, DeviceBuffer, ReduceOp, all_gather_bytes, all_reduce_bucketed,
 };
 
 /// Every check below except [`silent_rank_is_named`], in a fixed order.
@@ -18,6 +18,11 @@ pub fn run_all(c: &mut dyn Collective) {
     all_gather_is_in_rank_order(c);
     byte_gather_is_in_rank_order(c);
     barriers_keep_ranks_in_step(c);
+    if c.backend() != "nccl" {
+        // NCCL reduces only CUDA memory; `mtm bench allreduce --device cuda` runs its
+        // device path on a real buffer.
+        device_buffers_cross_the_host_once_each_way(c);
+    }
 }
 
 /// A value every rank can compute for every rank, exact in f32 when summed.
@@ -63,6 +68,71 @@ pub fn bucketed_all_reduce_matches_one_call(c: &mut dyn Collective) {
     c.all_reduce(&mut whole, ReduceOp::Sum)
         .unwrap_or_else(|e| panic!("rank {rank}: all-reduce: {e}"));
     assert_eq!(bucketed, whole, "rank {rank}: buckets change the result");
+}
+
+/// A [`DeviceBuffer`] in host memory that counts the copies a collective asks of it (it
+/// has no CUDA address).
+#[derive(Debug)]
+pub struct CountingBuffer {
+    /// The floats.
+    pub values: Vec<f32>,
+    /// Copies out ([`DeviceBuffer::read`]).
+    pub reads: usize,
+    /// Copies in ([`DeviceBuffer::write`]).
+    pub writes: usize,
+}
+
+impl DeviceBuffer for CountingBuffer {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+    fn read(&mut self, host: &mut [f32]) -> Result<(), String> {
+        self.reads += 1;
+        host.copy_from_slice(&self.values);
+        Ok(())
+    }
+    fn write(&mut self, host: &[f32]) -> Result<(), String> {
+        self.writes += 1;
+        self.values.copy_from_slice(host);
+        Ok(())
+    }
+    fn on_cuda(
+        &mut self,
+        _reduce: &mut dyn FnMut(u64) -> Result<(), CollectiveError>,
+    ) -> Result<Option<Result<(), CollectiveError>>, String> {
+        Ok(None)
+    }
+}
+
+/// A device buffer reduces to what a host buffer does, in buckets, and a collective over
+/// host memory copies it out once and back once per call, whatever the bucket count
+/// (nothing at all with one rank), on every call.
+pub fn device_buffers_cross_the_host_once_each_way(c: &mut dyn Collective) {
+    let rank = c.rank();
+    let copies = usize::from(c.world_size() > 1);
+    for op in [ReduceOp::Sum, ReduceOp::Mean] {
+        let mut host: Vec<f32> = (0..1000).map(|i| value(rank, i)).collect();
+        all_reduce_bucketed(c, &mut host, 64, op)
+            .unwrap_or_else(|e| panic!("rank {rank}: bucketed all-reduce: {e}"));
+        for call in 0..3 {
+            let mut device = CountingBuffer {
+                values: (0..1000).map(|i| value(rank, i)).collect(),
+                reads: 0,
+                writes: 0,
+            };
+            c.all_reduce_device(&mut device, 64, op)
+                .unwrap_or_else(|e| panic!("rank {rank}: device all-reduce: {e}"));
+            assert_eq!(
+                (device.reads, device.writes),
+                (copies, copies),
+                "rank {rank}: copies of a device buffer in {op:?} all-reduce #{call}"
+            );
+            assert_eq!(
+                device.values, host,
+                "rank {rank}: device {op:?} != host {op:?}"
+            );
+        }
+    }
 }
 
 /// Every rank ends with the root's bytes, for every root.

@@ -29,8 +29,11 @@ pub fn connect(
     }
     #[cfg(not(feature = "mpi"))]
     {
-        let _ = (timeout, fabric);
-        Err(not_built(topology, "MPI", "mpi"))
+        let _ = timeout;
+        Err(match fabric {
+            Fabric::Host => not_built(topology, "MPI", "mpi"),
+            Fabric::Gpu => not_built(topology, "MPI (NCCL's bootstrap between ranks)", "cuda,mpi"),
+        })
     }
     #[cfg(feature = "mpi")]
     {
@@ -66,13 +69,34 @@ pub fn connect(
                 )?))
             }
             #[cfg(not(feature = "nccl"))]
-            Fabric::Gpu => Err(not_built(topology, "CUDA and NCCL", "cuda")),
+            Fabric::Gpu => Err(not_built(topology, "CUDA and NCCL", "cuda,mpi")),
         }
     }
 }
 
+/// An NCCL communicator of one rank on GPU `local_rank`: what `mtm bench step --device
+/// cuda` times the gradient all-reduce with on a single GPU (a single-GPU run itself
+/// needs no collective, and [`connect`] gives it none).
+pub fn gpu_alone(
+    local_rank: usize,
+    timeout: Duration,
+) -> Result<Box<dyn Collective>, CollectiveError> {
+    #[cfg(feature = "nccl")]
+    {
+        Ok(Box::new(crate::NcclCollective::alone(local_rank, timeout)?))
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        let _ = (local_rank, timeout);
+        Err(CollectiveError::Init {
+            backend: "nccl",
+            message: "this mtm was built without NCCL: rebuild it with `--features cuda`".into(),
+        })
+    }
+}
+
 /// The error of a multi-rank start that needs `what`, built by the binary's `feature`.
-#[cfg(not(feature = "nccl"))]
+#[cfg(not(all(feature = "mpi", feature = "nccl")))]
 fn not_built(topology: &Topology, what: &'static str, feature: &'static str) -> CollectiveError {
     CollectiveError::NotBuilt {
         launcher: match topology.source {

@@ -8,8 +8,10 @@
 //! crate decides between them. [`slurm`] holds what a Slurm job asks for, its batch
 //! script, and the allocation check.
 //!
-//! MPI is the `mpi` feature (NCCL, `nccl`, builds on it): a single-process build needs no
-//! MPI library, and a binary built without it refuses to start as one rank of many.
+//! MPI is the `mpi` feature and NCCL the `nccl` feature: a single-process build needs no
+//! MPI library (one GPU with NCCL included), and a binary built without MPI refuses to
+//! start as one rank of many. Between GPU ranks NCCL bootstraps over MPI, so a multi-GPU
+//! run needs both.
 
 pub mod collective;
 pub mod conformance;
@@ -22,10 +24,12 @@ pub mod slurm;
 pub mod threads;
 
 pub use collective::{
-    Collective, CollectiveError, CollectiveLog, ReduceOp, SingleProcess, all_gather_bytes,
-    all_reduce_bucketed,
+    Collective, CollectiveError, CollectiveLog, DeviceBuffer, HostStaging, ReduceOp, SingleProcess,
+    all_gather_bytes, all_reduce_bucketed,
 };
-pub use connect::{AllreduceTimes, Fabric, bench_allreduce, connect, mpi_library_version};
+pub use connect::{
+    AllreduceTimes, Fabric, bench_allreduce, connect, gpu_alone, mpi_library_version,
+};
 #[cfg(feature = "mpi")]
 pub use mpi_backend::MpiCollective;
 #[cfg(feature = "nccl")]

@@ -18,7 +18,10 @@ use mpi::request::{Request, Scope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
 
-use crate::collective::{Collective, CollectiveError, CollectiveLog, LoggedCollective, ReduceOp};
+use crate::collective::{
+    Collective, CollectiveError, CollectiveLog, DeviceBuffer, HostStaging, LoggedCollective,
+    ReduceOp,
+};
 
 /// Exit status of a process that gave up on a collective.
 pub const TIMEOUT_EXIT_CODE: i32 = 3;
@@ -38,6 +41,7 @@ pub struct MpiCollective {
     timeout: Duration,
     log: CollectiveLog,
     scratch: Vec<f32>,
+    staging: HostStaging,
 }
 
 impl MpiCollective {
@@ -60,6 +64,7 @@ impl MpiCollective {
             timeout,
             log: CollectiveLog::default(),
             scratch: Vec::new(),
+            staging: HostStaging::default(),
         })
     }
 
@@ -265,5 +270,18 @@ impl Collective for MpiCollective {
         });
         self.record("all-gather", values.len(), started);
         Ok(out)
+    }
+
+    fn all_reduce_device(
+        &mut self,
+        buffer: &mut dyn DeviceBuffer,
+        bucket_elems: usize,
+        op: ReduceOp,
+    ) -> Result<(), CollectiveError> {
+        let mut staging = std::mem::take(&mut self.staging);
+        let step = self.step;
+        let result = staging.all_reduce(self, step, buffer, bucket_elems, op);
+        self.staging = staging;
+        result
     }
 }

@@ -11,7 +11,10 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::collective::{Collective, CollectiveError, CollectiveLog, LoggedCollective, ReduceOp};
+use crate::collective::{
+    Collective, CollectiveError, CollectiveLog, DeviceBuffer, HostStaging, LoggedCollective,
+    ReduceOp,
+};
 
 /// What a rank brings to a round, and what it takes away.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +49,7 @@ pub struct ThreadCollective {
     seq: u64,
     timeout: Duration,
     log: CollectiveLog,
+    staging: HostStaging,
 }
 
 impl ThreadCollective {
@@ -68,6 +72,7 @@ impl ThreadCollective {
                 seq: 0,
                 timeout,
                 log: CollectiveLog::default(),
+                staging: HostStaging::default(),
             })
             .collect()
     }
@@ -274,6 +279,18 @@ impl Collective for ThreadCollective {
             _ => unreachable!("all-gather rounds combine to F64"),
         }
     }
+    fn all_reduce_device(
+        &mut self,
+        buffer: &mut dyn DeviceBuffer,
+        bucket_elems: usize,
+        op: ReduceOp,
+    ) -> Result<(), CollectiveError> {
+        let mut staging = std::mem::take(&mut self.staging);
+        let step = self.step;
+        let result = staging.all_reduce(self, step, buffer, bucket_elems, op);
+        self.staging = staging;
+        result
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +354,14 @@ mod tests {
         }
         fn all_gather(&mut self, v: &[f64]) -> Result<Vec<f64>, CollectiveError> {
             self.0.all_gather(v)
+        }
+        fn all_reduce_device(
+            &mut self,
+            b: &mut dyn DeviceBuffer,
+            bucket: usize,
+            _op: ReduceOp,
+        ) -> Result<(), CollectiveError> {
+            self.0.all_reduce_device(b, bucket, ReduceOp::Sum)
         }
     }
 

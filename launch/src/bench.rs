@@ -22,10 +22,13 @@ pub enum BenchCommand {
     /// process's own (user + system, from /proc), so trials per CPU-second is the per-core
     /// rate.
     Data(DataArgs),
-    /// Training-step time of NDT1 on CPU (default: the paper's configuration, B=16, N=668,
-    /// C=668, D=512, 5 layers), with a forward / backward / optimizer breakdown; with
-    /// --torch, the same architecture in PyTorch on CPU in the same run, and the ratio; with
-    /// --torch-official, also the official MtM code's step, and that ratio.
+    /// Training-step time of NDT1 (default: the paper's configuration, B=16, N=668, C=668,
+    /// D=512, 5 layers) on the CPU or, with --device, a GPU, with a forward / backward /
+    /// all-reduce / optimizer breakdown, trials per second and model FLOPs (with
+    /// --peak-tflops, the utilisation); on CUDA the gradient all-reduce is NCCL's with one
+    /// rank. With --torch, the same architecture in PyTorch on the same device in the same
+    /// run, and the ratio; with --torch-official, also the official MtM code's step, and
+    /// that ratio.
     Step(StepArgs),
     /// Evaluation cost of co-smoothing three ways: exact leave-one-out batched (many
     /// held-out units per forward pass), groups of 8 batched, and the official scheme
@@ -123,6 +126,45 @@ pub struct StepArgs {
     /// Threads PyTorch may use (mtm's CPU backend uses every core).
     #[arg(long, default_value_t = 2)]
     torch_threads: usize,
+    /// Where to compute: cpu (flex), wgpu, or cuda (binaries built with that feature).
+    #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+    device: BenchDevice,
+    /// The device's peak in TFLOP/s (e.g. an H100/H200 SXM: 989 bf16 dense, 67 fp32):
+    /// prints model FLOPs utilisation against it.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    /// Gradient all-reduce bucket size in MB (the trainer's distributed.bucket_mb).
+    #[arg(long, default_value_t = 25.0)]
+    bucket_mb: f64,
+}
+
+/// Devices `mtm bench step` can time.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchDevice {
+    /// burn's flex backend on the CPU.
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal).
+    Wgpu,
+    /// burn's CUDA backend, GPU 0.
+    Cuda,
+}
+
+impl BenchDevice {
+    fn kind(self) -> mtm_trainer::config::DeviceKind {
+        use mtm_trainer::config::DeviceKind;
+        match self {
+            BenchDevice::Cpu => DeviceKind::Cpu,
+            BenchDevice::Wgpu => DeviceKind::Wgpu,
+            BenchDevice::Cuda => DeviceKind::Cuda,
+        }
+    }
+
+    fn torch(self) -> &'static str {
+        match self {
+            BenchDevice::Cuda => "cuda",
+            _ => "cpu",
+        }
+    }
 }
 
 /// Runs a benchmark.
@@ -381,7 +423,8 @@ fn median(values: &mut [f64]) -> f64 {
 fn step(args: &StepArgs) -> Result<ExitCode> {
     use burn::optim::{AdamWConfig, GradientsParams};
     use burn::prelude::*;
-    use mtm_trainer::grads::FlatGrads;
+    use mtm_cluster::ReduceOp;
+    use mtm_trainer::grads::{FlatGrads, Residence};
     use mtm_trainer::model::{ModelConfig, SessionSpec, masked_poisson_nll};
     use rand::{Rng, SeedableRng};
 
@@ -393,7 +436,14 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
         mlp: args.mlp,
         ..ModelConfig::default()
     };
-    let device = Device::flex().autodiff();
+    let on_cpu = args.device == BenchDevice::Cpu;
+    let device = mtm_trainer::placement::compute_device(args.device.kind(), 0)?.autodiff();
+    // GPU work is queued: each phase ends by waiting for it, or its time lands in the next.
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
+    };
     device.seed(0);
     let sessions = [SessionSpec {
         eid: "bench".into(),
@@ -402,7 +452,24 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
     }];
     let mut model = config.init(&sessions, &device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
-    let mut grads = FlatGrads::new(&model);
+    let residence = if on_cpu {
+        Residence::Host
+    } else {
+        Residence::Device
+    };
+    let mut grads = FlatGrads::with_residence(&model, residence);
+    // NCCL with one rank: the gradient all-reduce a multi-GPU run does, on this GPU alone.
+    let mut nccl = match args.device {
+        BenchDevice::Cuda => match mtm_cluster::gpu_alone(0, std::time::Duration::from_secs(120)) {
+            Ok(comm) => Some(comm),
+            Err(e) => {
+                println!("NCCL all-reduce not measured: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let bucket = ((args.bucket_mb * 1e6 / 4.0) as usize).max(1);
     let (b, t, n) = (args.batch, config.n_bins, args.units);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let counts: Vec<f32> = (0..b * t * n)
@@ -421,15 +488,17 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
         |v: &Vec<f32>| Tensor::<3>::from_data(TensorData::new(v.clone(), [b, t, n]), &device);
     println!(
         "mtm: {} parameters, B={b}, T={t}, N={n}, C={}, D={}, {} layers, {} heads, MLP {}",
-        grads.values.len(),
+        grads.len(),
         config.stitch_dim,
         config.hidden,
         config.layers,
         config.heads,
         config.mlp
     );
-    let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);
+    let (mut total, mut forward, mut backward, mut reduce, mut update) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..args.steps + 2 {
+        sync()?;
         let start = Instant::now();
         let out = model.forward(tensor(&input), 0, Some(0), false);
         let loss = masked_poisson_nll(out, tensor(&counts), tensor(&scored), true);
@@ -438,26 +507,62 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
         let step_grads = GradientsParams::from_grads(loss.backward(), &model);
         grads.clear();
         grads.add(&model, &step_grads);
+        // The buffer is written lazily: its norm makes the accumulation happen here.
+        let norm = grads.norm();
+        sync()?;
         let backward_done = Instant::now();
+        if let Some(comm) = nccl.as_mut() {
+            grads.all_reduce(comm.as_mut(), bucket, ReduceOp::Mean)?;
+        }
+        let reduce_done = Instant::now();
         model = optim.step(1e-4, model, grads.to_params(&device));
+        sync()?;
         let end = Instant::now();
-        std::hint::black_box(value);
+        std::hint::black_box((value, norm));
         if i >= 2 {
             total.push((end - start).as_secs_f64());
             forward.push((forward_done - start).as_secs_f64());
             backward.push((backward_done - forward_done).as_secs_f64());
-            update.push((end - backward_done).as_secs_f64());
+            reduce.push((reduce_done - backward_done).as_secs_f64());
+            update.push((end - reduce_done).as_secs_f64());
         }
     }
     let ours = median(&mut total);
+    let what = match args.device {
+        BenchDevice::Cpu => "flex, CPU",
+        BenchDevice::Wgpu => "wgpu",
+        BenchDevice::Cuda => "CUDA",
+    };
     println!(
-        "mtm (burn 0.22.1 flex, CPU): step {:.3} s median of {} (forward {:.3}, backward + gradient copy {:.3}, optimizer {:.3})",
+        "mtm (burn 0.22.1 {what}): step {:.4} s median of {} (forward {:.4}, backward + gradient accumulation {:.4}, all-reduce {:.4}, optimizer {:.4})",
         ours,
         args.steps,
         median(&mut forward),
         median(&mut backward),
+        median(&mut reduce),
         median(&mut update)
     );
+    if nccl.is_some() {
+        println!(
+            "  all-reduce: NCCL with one rank, {:.1} MB of gradients in place on the GPU, buckets of <= {} MB; gradient bytes through the host: {}",
+            grads.len() as f64 * 4e-6,
+            args.bucket_mb,
+            grads.transfers().to_host + grads.transfers().to_device
+        );
+    }
+    let flops = config.train_flops(b, n);
+    println!(
+        "  {:.0} trials/s; model FLOPs {:.1} GFLOP per step (3 x forward), {:.2} TFLOP/s achieved",
+        b as f64 / ours,
+        flops / 1e9,
+        flops / ours / 1e12
+    );
+    if let Some(peak) = args.peak_tflops {
+        println!(
+            "  model FLOPs utilisation: {:.1} % of {peak} TFLOP/s",
+            100.0 * flops / ours / 1e12 / peak
+        );
+    }
     println!("  mask: 30% of units held out in every trial (neuron masking), loss mean over them");
     if let Some(python) = &args.torch {
         let sizes = [
@@ -479,12 +584,15 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
             args.steps.to_string(),
             "--threads".into(),
             args.torch_threads.to_string(),
+            "--device".into(),
+            args.device.torch().into(),
         ]);
         let result = python_bench(python, "torch_ndt1_step.py", &reference)?;
         let theirs = result["step_s_median"].as_f64().unwrap_or(f64::NAN);
         println!(
-            "project reference, PyTorch {} (benches/torch_ndt1_step.py, CPU, {} threads, {} parameters): step {theirs:.3} s median",
+            "project reference, PyTorch {} (benches/torch_ndt1_step.py, {}, {} threads, {} parameters): step {theirs:.4} s median",
             result["torch"].as_str().unwrap_or("?"),
+            args.device.torch(),
             result["threads"],
             result["params"]
         );
@@ -502,6 +610,8 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
                     args.steps.to_string(),
                     "--threads".into(),
                     args.torch_threads.to_string(),
+                    "--device".into(),
+                    args.device.torch().into(),
                 ];
                 if let Some(commit) = git_commit(checkout) {
                     official_args.extend(["--commit".into(), commit]);
@@ -509,9 +619,10 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
                 let result = python_bench(python, "torch_official_step.py", &official_args)?;
                 let step = result["step_s_median"].as_f64().unwrap_or(f64::NAN);
                 println!(
-                    "official MtM ({}, PyTorch {}, CPU, {} threads, {} parameters): step {step:.3} s median",
+                    "official MtM ({}, PyTorch {}, {}, {} threads, {} parameters): step {step:.4} s median",
                     result["source"].as_str().unwrap_or("?"),
                     result["torch"].as_str().unwrap_or("?"),
+                    args.device.torch(),
                     result["threads"],
                     result["params"]
                 );

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::masking::{Masking, Mix, Ratios, Scheme};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Precision};
 
 /// Everything a run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -262,6 +262,12 @@ pub struct TrainConfig {
     pub accumulate: usize,
     /// `mean` (default) or `sum` of the Poisson loss over masked entries.
     pub loss: LossReduction,
+    /// `fp32` (default) or `bf16`: the forward and backward passes' matrix products,
+    /// attention and activations in bfloat16, the parameters, AdamW's state, the gradients
+    /// and their all-reduce in fp32 (norms, softmax and the loss too, as PyTorch's autocast
+    /// does). For CUDA GPUs; the CPU backend runs it too (slowly: it computes bf16 through
+    /// f32, which is how the tests check it); wgpu has no bf16 arithmetic and refuses it.
+    pub precision: Precision,
     /// Log a metrics line every this many steps.
     pub log_every: u64,
     /// Compute the validation loss every this many steps (and at the end); 0 = only at the end.
@@ -296,6 +302,7 @@ impl Default for TrainConfig {
             clip_grad_norm: 0.0,
             accumulate: 1,
             loss: LossReduction::Mean,
+            precision: Precision::Fp32,
             log_every: 10,
             validate_every: 0,
             validate_batches: 0,
@@ -483,6 +490,11 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&t.beta2) {
             out.push(format!("train.beta2 must lie in [0, 1), not {}", t.beta2));
+        }
+        if t.precision == Precision::Bf16 && self.distributed.device == DeviceKind::Wgpu {
+            out.push(
+                "train.precision = \"bf16\" needs bf16 arithmetic, which burn's wgpu backend lacks (Vulkan and WGSL shaders in burn 0.22 compute in f32 or f16 only): train on cuda, or keep fp32".into(),
+            );
         }
         if t.early_stop_patience > 0 && t.validate_every == 0 {
             out.push("train.early_stop_patience needs train.validate_every".into());

@@ -26,7 +26,9 @@ pub fn forward<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     }
     let shape = x.shape();
     let values = mask(shape.num_elements(), 1.0 - layer.prob, key(&device));
-    x * Tensor::<D>::from_data(TensorData::new(values, shape), &device)
+    // The mask in the activations' dtype (bf16 under `train.precision = "bf16"`).
+    let dtype = x.dtype();
+    x * Tensor::<D>::from_data(TensorData::new(values, shape), &device).cast(dtype)
 }
 
 /// 72 bits from the device's generator (three uniform f32 of 24 bits each), folded into 64.

@@ -13,6 +13,8 @@ pub mod artifact;
 pub mod baseline;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda_memory;
 pub mod data;
 pub mod decode;
 pub mod dropout;

@@ -18,6 +18,7 @@ use burn::nn::{
     RotaryEncoding, RotaryEncodingConfig,
 };
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::activation::{softmax, softsign};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,62 @@ pub enum Input {
     Counts,
     /// `ln(1 + count)`: compresses the rare large counts of high-rate units.
     Log1p,
+}
+
+/// The arithmetic of the forward and backward passes (`train.precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Everything in fp32 (default).
+    #[default]
+    Fp32,
+    /// Matrix products, attention and activations in bfloat16, as PyTorch's autocast does:
+    /// the parameters stay fp32 (master weights; AdamW's state and the gradients, which
+    /// come back through the casts in fp32, and their all-reduce), and the layer norms,
+    /// the softmax, rotary positions and the loss compute in fp32.
+    Bf16,
+}
+
+impl Precision {
+    /// The dtype the matrix products compute in; `None` for fp32 (no casts at all).
+    fn compute(self) -> Option<FloatDType> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(FloatDType::BF16),
+        }
+    }
+}
+
+/// A linear layer computing in `dt` (its fp32 weights cast on the way in).
+fn linear_in<const D: usize>(layer: &Linear, x: Tensor<D>, dt: Option<FloatDType>) -> Tensor<D> {
+    match dt {
+        None => layer.forward(x),
+        Some(dt) => burn::tensor::module::linear(
+            x,
+            layer.weight.val().cast(dt),
+            layer.bias.as_ref().map(|b| b.val().cast(dt)),
+        ),
+    }
+}
+
+/// A layer norm in fp32 whatever the compute dtype, its output back in `dt`.
+fn norm_in<const D: usize>(norm: &LayerNorm, x: Tensor<D>, dt: Option<FloatDType>) -> Tensor<D> {
+    match dt {
+        None => norm.forward(x),
+        Some(dt) => norm.forward(x.cast(FloatDType::F32)).cast(dt),
+    }
+}
+
+/// `f` applied in fp32 to a tensor of the compute dtype `dt`, the result back in `dt`.
+fn in_f32<const D: usize>(
+    x: Tensor<D>,
+    dt: Option<FloatDType>,
+    f: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
+    match dt {
+        None => f(x),
+        Some(dt) => f(x.cast(FloatDType::F32)).cast(dt),
+    }
 }
 
 /// Architecture sizes. The defaults are the paper's (spec §2).
@@ -89,6 +146,29 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Floating-point operations of one training step (forward and backward, counted as
+    /// three forward passes, the usual convention for model FLOPs utilisation) on a batch
+    /// of `batch` trials of `units` units with a prompt token: the matrix products of the
+    /// stitcher, embedding, attention projections, attention itself, MLP and head, two
+    /// operations per multiply-add. Element-wise work (norms, softmax, activations) is
+    /// left out, as MFU counts it.
+    pub fn train_flops(&self, batch: usize, units: usize) -> f64 {
+        let (t, c, d, m) = (
+            self.n_bins as f64,
+            self.stitch_dim as f64,
+            self.hidden as f64,
+            self.mlp as f64,
+        );
+        let (b, n) = (batch as f64, units as f64);
+        // Session and prompt tokens before the data tokens.
+        let l = t + 2.0;
+        let embed = t * (n * c + c * 2.0 * c + 2.0 * c * d);
+        let per_layer = l * (d * 3.0 * d + d * d + 2.0 * d * m) + 2.0 * l * l * d;
+        let head = t * d * n;
+        let forward = 2.0 * b * (embed + self.layers as f64 * per_layer + head);
+        3.0 * forward
+    }
+
     /// Problems with these sizes, if any, as one message each.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -169,10 +249,11 @@ impl Block {
         x: Tensor<3>,
         mask: Option<&Tensor<4, Bool>>,
         rope: Option<&RotaryEncoding>,
+        dt: Option<FloatDType>,
     ) -> Tensor<3> {
         let [batch, length, width] = x.dims();
         let head_width = width / self.heads;
-        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let qkv = linear_in(&self.qkv, norm_in(&self.attn_norm, x.clone(), dt), dt);
         let split = |part: usize| {
             qkv.clone()
                 .slice_dim(2, part * width..(part + 1) * width)
@@ -181,24 +262,26 @@ impl Block {
         };
         let (mut q, mut k, v) = (split(0), split(1), split(2));
         if let Some(rope) = rope {
-            q = rope.forward(q);
-            k = rope.forward(k);
+            q = in_f32(q, dt, |q| rope.forward(q));
+            k = in_f32(k, dt, |k| rope.forward(k));
         }
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_width as f64).sqrt();
         let scores = match mask {
             Some(mask) => scores.mask_fill(mask.clone(), f32::NEG_INFINITY),
             None => scores,
         };
-        let weights = crate::dropout::forward(&self.dropout, softmax(scores, 3));
+        let weights = crate::dropout::forward(&self.dropout, in_f32(scores, dt, |s| softmax(s, 3)));
         let context = weights
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, length, width]);
-        let x = x + crate::dropout::forward(&self.dropout, self.attn_out.forward(context));
-        let h = self
-            .gelu
-            .forward(self.mlp_in.forward(self.mlp_norm.forward(x.clone())));
-        x + crate::dropout::forward(&self.dropout, self.mlp_out.forward(h))
+        let x = x + crate::dropout::forward(&self.dropout, linear_in(&self.attn_out, context, dt));
+        let h = self.gelu.forward(linear_in(
+            &self.mlp_in,
+            norm_in(&self.mlp_norm, x.clone(), dt),
+            dt,
+        ));
+        x + crate::dropout::forward(&self.dropout, linear_in(&self.mlp_out, h, dt))
     }
 }
 
@@ -224,6 +307,8 @@ pub struct Ndt {
     input: Input,
     #[module(skip)]
     sessions: Vec<SessionSpec>,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl ModelConfig {
@@ -272,6 +357,7 @@ impl ModelConfig {
             }),
             input: self.input,
             sessions: sessions.to_vec(),
+            precision: Precision::Fp32,
         };
         // burn draws parameters lazily, at first use; drawing them all now, in field order,
         // makes the weights depend on the seed alone, not on which forward pass comes first.
@@ -307,6 +393,17 @@ impl Ndt {
         let mut collect = Collect(Vec::new());
         self.visit(&mut collect);
         collect.0
+    }
+
+    /// The model computing in `precision` (its parameters stay fp32 either way).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The arithmetic of its forward pass.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The device the parameters live on.
@@ -370,18 +467,29 @@ impl Ndt {
             Input::Counts => spikes,
             Input::Log1p => spikes.log1p(),
         };
-        let x = self.stitchers[session].forward(spikes);
-        let x = self.embed_out.forward(softsign(self.embed_in.forward(x)));
+        let dt = self.precision.compute();
+        let cast = |t: Tensor<2>| match dt {
+            Some(dt) => t.cast(dt),
+            None => t,
+        };
+        let spikes = match dt {
+            Some(dt) => spikes.cast(dt),
+            None => spikes,
+        };
+        let x = linear_in(&self.stitchers[session], spikes, dt);
+        let x = linear_in(
+            &self.embed_out,
+            softsign(linear_in(&self.embed_in, x, dt)),
+            dt,
+        );
         let x = match self.rope {
             Some(_) => x,
-            None => x + self.positions.val().slice_dim(0, 0..bins).unsqueeze::<3>(),
+            None => x + cast(self.positions.val().slice_dim(0, 0..bins)).unsqueeze::<3>(),
         };
         let x = crate::dropout::forward(&self.embed_dropout, x);
         let d = x.dims()[2];
         let token = |table: &Param<Tensor<2>>, row: usize| {
-            table
-                .val()
-                .slice_dim(0, row..row + 1)
+            cast(table.val().slice_dim(0, row..row + 1))
                 .unsqueeze::<3>()
                 .expand([batch, 1, d])
         };
@@ -401,11 +509,12 @@ impl Ndt {
                 .expand([batch, heads, length, length])
         });
         for block in &self.blocks {
-            x = block.forward(x, mask.as_ref(), self.rope.as_ref());
+            x = block.forward(x, mask.as_ref(), self.rope.as_ref(), dt);
         }
-        let h = self.final_norm.forward(x);
+        let h = norm_in(&self.final_norm, x, dt);
         let h = h.slice([0..batch, prefix..length]);
-        self.heads[session].forward(h)
+        // Log rates in fp32: the loss exponentiates them.
+        linear_in(&self.heads[session], h, dt).cast(FloatDType::F32)
     }
 }
 
@@ -436,6 +545,27 @@ mod tests {
     use burn::optim::{AdamWConfig, GradientsParams};
 
     use super::*;
+
+    #[test]
+    fn train_flops_count_the_matrix_products() {
+        // One layer, every width 1, 3 bins (5 tokens with session and prompt). Multiply-
+        // adds: per data token 1 + 2 + 2 = 5 (stitcher, the two embeddings) and 1 (head);
+        // per token 3 + 1 + 2 = 6 (qkv, output, MLP); 2·L² for attention (scores, values).
+        let config = ModelConfig {
+            stitch_dim: 1,
+            hidden: 1,
+            layers: 1,
+            heads: 1,
+            mlp: 1,
+            n_bins: 3,
+            ..ModelConfig::default()
+        };
+        let (t, l) = (3.0, 5.0);
+        let forward_macs = t * 5.0 + l * 6.0 + 2.0 * l * l + t * 1.0;
+        assert_eq!(config.train_flops(1, 1), 3.0 * 2.0 * forward_macs);
+        // Linear in the batch.
+        assert_eq!(config.train_flops(4, 1), 4.0 * config.train_flops(1, 1));
+    }
 
     /// flex draws every random number from one process-wide generator: tests that seed it
     /// and build models take turns, or they would consume each other's draws.

@@ -30,7 +30,22 @@ pub fn compute_device(kind: DeviceKind, local_rank: usize) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Device::cuda(local_rank)),
+        DeviceKind::Cuda => {
+            let device = Device::cuda(local_rank);
+            // burn reports a missing driver or NVRTC by panicking on its device thread (the
+            // cause is printed there): probe once, so that the run ends with an error that
+            // says what to do rather than a second, opaque panic.
+            let probe = std::panic::catch_unwind(|| Tensor::<1>::zeros([1], &device).into_data());
+            match probe {
+                Ok(_) => Ok(device),
+                Err(_) => Err(crate::error::TrainError::Config {
+                    origin: "distributed.device".into(),
+                    message: format!(
+                        "CUDA could not start on GPU {local_rank} (the reason is printed above): the NVIDIA driver's libcuda.so and NVRTC must be on the library path (scripts/gpu-check finds them in PyTorch's wheels)"
+                    ),
+                }),
+            }
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => {
             let _ = local_rank;

@@ -20,7 +20,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use mtm_cluster::{Collective, ReduceOp, all_reduce_bucketed};
+use mtm_cluster::{Collective, ReduceOp};
 use mtm_dataloader::dataset::{Dataset, OpenOptions};
 use mtm_dataloader::loader::{Loader, PrefetchConfig};
 use mtm_dataloader::sampler::{Sampler, SamplerState};
@@ -31,7 +31,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::config::{LossReduction, NonFinitePolicy, RunConfig};
 use crate::data::{SessionMap, init_rates, select_sessions, time_courses};
 use crate::error::{Result, TrainError};
-use crate::grads::FlatGrads;
+use crate::grads::{FlatGrads, Residence, Transfers};
 use crate::masking::mask_batch;
 use crate::metrics_log::{MetricsFiles, StepRecord, StepTimes};
 use crate::model::{Ndt, SessionSpec, masked_poisson_nll, tensor3};
@@ -164,7 +164,18 @@ impl Trainer {
         let sessions = select_sessions(&config, &dataset)?;
         let device = compute_device(config.distributed.device, local_rank)?.autodiff();
         device.seed(config.seed);
-        let mut model = init(config.model.init(&sessions, &device))?;
+        if config.train.precision == crate::model::Precision::Bf16
+            && !device.supports_dtype(burn::tensor::FloatDType::BF16)
+        {
+            return Err(TrainError::Config {
+                origin: "train.precision".into(),
+                message: format!(
+                    "\"bf16\" needs a device that computes in bfloat16, and {device:?} does not: keep \"fp32\""
+                ),
+            });
+        }
+        let mut model =
+            init(config.model.init(&sessions, &device))?.with_precision(config.train.precision);
         let map = SessionMap::new(&dataset, &sessions);
         let time_courses = time_courses(&dataset, &map)?;
         if config.train.init_rates && resume.is_none() {
@@ -203,7 +214,13 @@ impl Trainer {
                 threads: config.data.loader_threads,
             },
         )?;
-        let grads = FlatGrads::new(&model);
+        // On the CPU the tensors are host memory already; elsewhere the gradients stay on
+        // the device.
+        let residence = match config.distributed.device {
+            crate::config::DeviceKind::Cpu => Residence::Host,
+            _ => Residence::Device,
+        };
+        let grads = FlatGrads::with_residence(&model, residence);
         let schedule = OneCycle {
             peak: config.train.lr,
             total_steps: plan.total_steps,
@@ -268,7 +285,13 @@ impl Trainer {
 
     /// Parameters of the model.
     pub fn n_parameters(&self) -> usize {
-        self.grads.values.len()
+        self.grads.len()
+    }
+
+    /// Gradient bytes moved between host and device since the run started (zero on the
+    /// CPU; on a GPU, zero with NCCL and one read and one write per step with MPI).
+    pub fn gradient_transfers(&self) -> Transfers {
+        self.grads.transfers()
     }
 
     /// What the run does and when, resolved from the configuration.
@@ -354,7 +377,7 @@ impl Trainer {
             self.grads.scale(1.0 / accumulate as f32);
         }
         // Checked before the all-reduce, so that one rank's NaN never reaches the others.
-        finite = finite && self.grads.values.iter().all(|v| v.is_finite());
+        finite = finite && self.grads.is_finite();
         if !finite {
             self.grads.clear();
         }
@@ -409,12 +432,8 @@ impl Trainer {
         }
         self.grads.touched = agreement.touched;
         let op = if mean { ReduceOp::Mean } else { ReduceOp::Sum };
-        all_reduce_bucketed(
-            self.comm.as_mut(),
-            &mut self.grads.values,
-            self.plan.bucket_elems.get(),
-            op,
-        )?;
+        self.grads
+            .all_reduce(self.comm.as_mut(), self.plan.bucket_elems.get(), op)?;
         outcome.time.allreduce_s = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         let norm = if config.train.clip_grad_norm > 0.0 {

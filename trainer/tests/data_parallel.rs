@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Duration;
 
-use mtm_cluster::{Collective, CollectiveError, ReduceOp, ThreadCollective};
+use mtm_cluster::{Collective, CollectiveError, DeviceBuffer, ReduceOp, ThreadCollective};
 use mtm_tests::TestRun;
 use mtm_trainer::config::RunConfig;
 use mtm_trainer::placement::Placement;
@@ -57,6 +57,15 @@ impl Collective for Gate {
     fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError> {
         self.reach();
         self.inner.all_gather(values)
+    }
+    fn all_reduce_device(
+        &mut self,
+        buffer: &mut dyn DeviceBuffer,
+        bucket_elems: usize,
+        op: ReduceOp,
+    ) -> Result<(), CollectiveError> {
+        self.reach();
+        self.inner.all_reduce_device(buffer, bucket_elems, op)
     }
 }
 

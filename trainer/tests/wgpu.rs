@@ -1,13 +1,18 @@
 //! The wgpu backend against the CPU backend: the same model forwards to the same values,
 //! twenty training steps track the CPU run's losses, a checkpoint written on wgpu reloads
 //! on the CPU to the same predictions, and a resumed wgpu run ends bitwise equal to an
-//! uninterrupted one. CI runs these on Mesa's lavapipe (a Vulkan device on the CPU).
+//! uninterrupted one; the gradients stay on the device unless the collective needs them
+//! on the host, and then cross once each way per step. CI runs these on Mesa's lavapipe
+//! (a Vulkan device on the CPU).
 #![cfg(feature = "wgpu")]
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::module::Module;
 use burn::prelude::*;
+use mtm_cluster::{Collective, CollectiveError, DeviceBuffer, HostStaging, ReduceOp};
 use mtm_tests::TestRun;
 use mtm_trainer::artifact::Artifact;
 use mtm_trainer::config::{DeviceKind, RunConfig};
@@ -234,4 +239,124 @@ fn a_resumed_wgpu_run_ends_bitwise_equal_to_an_uninterrupted_one() {
     );
     // Training moved the weights (equal weights that never changed would prove nothing).
     assert!(weights(&straight) != start.parameter_values());
+}
+
+/// A collective of two ranks whose peer mirrors this one: every rank holds the same
+/// gradients, so a mean leaves them as they are and a sum doubles them. With `native`
+/// its device all-reduce is "device-native": it reduces the buffer where it is, touching
+/// no byte of it (the identity is the mean of two equal buffers); otherwise it stages the
+/// buffer through the host as MPI does. It counts the device all-reduces it is handed.
+struct Mirror {
+    native: bool,
+    staging: HostStaging,
+    device_calls: Arc<AtomicUsize>,
+}
+
+impl Collective for Mirror {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        2
+    }
+    fn backend(&self) -> &'static str {
+        "mirror"
+    }
+    fn set_step(&mut self, _step: u64) {}
+    fn all_reduce(&mut self, buffer: &mut [f32], op: ReduceOp) -> Result<(), CollectiveError> {
+        if op == ReduceOp::Sum {
+            buffer.iter_mut().for_each(|v| *v *= 2.0);
+        }
+        Ok(())
+    }
+    fn broadcast(&mut self, _buffer: &mut [u8], _root: usize) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn barrier(&mut self) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn all_gather(&mut self, values: &[f64]) -> Result<Vec<f64>, CollectiveError> {
+        Ok([values, values].concat())
+    }
+    fn all_reduce_device(
+        &mut self,
+        buffer: &mut dyn DeviceBuffer,
+        bucket_elems: usize,
+        op: ReduceOp,
+    ) -> Result<(), CollectiveError> {
+        self.device_calls.fetch_add(1, Ordering::Relaxed);
+        if self.native {
+            assert_eq!(
+                op,
+                ReduceOp::Mean,
+                "the mirror reduces only means on the device"
+            );
+            return Ok(());
+        }
+        let mut staging = std::mem::take(&mut self.staging);
+        let result = staging.all_reduce(self, 0, buffer, bucket_elems, op);
+        self.staging = staging;
+        result
+    }
+}
+
+#[test]
+fn gradients_cross_to_the_host_only_for_a_host_collective_and_then_once_each_way() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let start = Trainer::new(config(dir.path(), "start", DeviceKind::Cpu, 6, &[]), None)
+        .unwrap()
+        .model()
+        .clone();
+    const STEPS: u64 = 4;
+    let run = |name: &str, native: bool| {
+        let config = config(dir.path(), name, DeviceKind::Wgpu, STEPS, &[]);
+        let start = start.clone();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let placement = Placement {
+            comm: Box::new(Mirror {
+                native,
+                staging: HostStaging::default(),
+                device_calls: Arc::clone(&calls),
+            }),
+            local_rank: 0,
+        };
+        let mut trainer =
+            Trainer::with_init(config, None, placement, move |_| Ok(start.fork(&wgpu()))).unwrap();
+        let n = trainer.n_parameters() as u64;
+        let before = trainer.gradient_transfers();
+        let mut losses = vec![];
+        for step in 1..=STEPS {
+            losses.push(trainer.train_step().unwrap().loss);
+            let moved = trainer.gradient_transfers();
+            let expected = if native { 0 } else { step * 4 * n };
+            eprintln!("{name}, step {step}: {moved:?} ({n} parameters)");
+            assert_eq!(
+                (
+                    moved.to_host - before.to_host,
+                    moved.to_device - before.to_device
+                ),
+                (expected, expected),
+                "{name}: gradient bytes moved between host and device after {step} steps"
+            );
+        }
+        // Every step reduced its gradients through the device path.
+        assert_eq!(calls.load(Ordering::Relaxed), STEPS as usize, "{name}");
+        (losses, trainer.model().parameter_values())
+    };
+    let (native_losses, native_weights) = run("native", true);
+    let (staged_losses, staged_weights) = run("staged", false);
+    // The round trip through the host is exact: both runs are the same run.
+    assert_eq!(native_losses, staged_losses);
+    let differing = native_weights
+        .iter()
+        .zip(&staged_weights)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differing, 0, "parameters differ after the host round trip");
+    assert!(native_losses.iter().all(|l| l.is_finite()));
+    assert!(
+        native_weights != start.parameter_values(),
+        "training moved nothing"
+    );
 }
