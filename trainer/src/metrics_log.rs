@@ -54,7 +54,8 @@ pub struct StepTimes {
     pub data_s: f64,
     /// Masking, host-to-device copies and the forward pass with the loss.
     pub forward_s: f64,
-    /// The backward pass and copying gradients into the flat buffer.
+    /// The backward pass, summing the gradients into the flat buffer and checking that
+    /// they are finite.
     pub backward_s: f64,
     /// Both all-reduces (step statistics and gradient buckets), waiting for peers included.
     pub allreduce_s: f64,

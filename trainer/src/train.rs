@@ -373,6 +373,9 @@ impl Trainer {
             self.grads.add(model, &step_grads);
             time.backward_s += clock.elapsed().as_secs_f64();
         }
+        // Counted as backward time: on a device this is where the step's gradients are
+        // written into the flat buffer.
+        let clock = Instant::now();
         if mean && accumulate > 1 {
             self.grads.scale(1.0 / accumulate as f32);
         }
@@ -381,6 +384,7 @@ impl Trainer {
         if !finite {
             self.grads.clear();
         }
+        time.backward_s += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         // One small reduction first: which parameters any rank touched (PyTorch steps a
         // parameter whose gradient exists on some rank), which ranks failed, loss, trials.
