@@ -404,26 +404,6 @@ impl FlatGrads {
         }
         out
     }
-
-    /// The buffer's values on the host (for tests and diagnostics; counted as a transfer on
-    /// a device).
-    pub fn to_host(&mut self) -> Vec<f32> {
-        self.settle();
-        let total = self.total;
-        match &mut self.storage {
-            Storage::Host(values) => values.clone(),
-            Storage::Device(on) => match &on.flat {
-                Some(flat) => {
-                    on.moved.to_host += (total * 4) as u64;
-                    flat.clone()
-                        .into_data()
-                        .try_into_vec::<f32>()
-                        .expect("gradients are f32")
-                }
-                None => vec![0.0; total],
-            },
-        }
-    }
 }
 
 /// The device buffer as a collective sees it, for the length of one all-reduce.
