@@ -125,6 +125,30 @@ fn a_sweep_runs_resumes_and_reports() {
     ok(&["sweep", "--config", config, "--cell", "4"]);
     let first = out.join("cells/base-temporal-s002-seed1");
     let stamp = modified(&first.join("result.json"));
+    // The cell kept each baseline it fit (held-out co-smoothing; its 2 sessions' own
+    // co-smoothing). Marking the held-out entry shows every later cell reads it back
+    // instead of fitting the baseline again.
+    let cache = out.join("baseline-cache");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let held_out_eid = mtm_tests::local_eids(&dir.path().join("data"))[3].clone();
+    let held_out_entry = entries
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&held_out_eid)
+        })
+        .expect("the held-out session's entry");
+    let mut entry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(held_out_entry).unwrap()).unwrap();
+    let fitted = entry["score"]["bps_per_unit_mean"].as_f64().unwrap();
+    entry["score"]["bps_per_unit_mean"] = serde_json::json!(42.0);
+    std::fs::write(held_out_entry, entry.to_string()).unwrap();
     let (_, log) = ok(&["sweep", "--config", config]);
     assert!(
         log.contains("base-temporal-s002-seed1: done, skipped"),
@@ -132,6 +156,23 @@ fn a_sweep_runs_resumes_and_reports() {
     );
     assert_eq!(modified(&first.join("result.json")), stamp);
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    // Every other cell took the held-out baseline from the cache; the first had fit it.
+    for line in csv.lines().skip(1) {
+        let expected = if line.starts_with("base-temporal-s002-seed1,") {
+            fitted
+        } else {
+            42.0
+        };
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let column = header
+            .iter()
+            .position(|h| *h == "co_smooth_baseline")
+            .unwrap();
+        let value: f64 = line.split(',').nth(column).unwrap().parse().unwrap();
+        assert_eq!(value, expected, "{line}");
+    }
+    // One entry per (session, task) scored: the held-out session and the 3 pool sessions.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
     assert_eq!(csv.lines().count(), 9, "{csv}");
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let row_of = |id: &str| -> Vec<&str> {

@@ -95,7 +95,10 @@ pub enum BudgetRule {
     /// data, every session is seen as often in every cell.
     Epochs,
     /// Train until the validation loss has not improved for `patience` validations (one
-    /// every `validate_every` steps), at most `max_steps`: each cell trained to convergence.
+    /// every `validate_every` steps): each cell trained to convergence. The cap on the
+    /// steps is the `steps` rule's formula, so that it can grow with the pool: a cap that
+    /// is the same for every cell binds first on the largest pools, which are then the
+    /// least trained.
     Converge,
 }
 
@@ -348,6 +351,7 @@ impl SweepConfig {
             }
         }
         config.data.batch_size = cell.batch_size;
+        config.eval.baseline_cache = Some(self.baseline_cache(&config));
         config.eval.after_training = self.score_pretraining;
         config.eval.tasks = vec![Task::CoSmooth];
         Ok(config.validated(&origin)?)
@@ -365,6 +369,7 @@ impl SweepConfig {
         config.seed = cell.seed;
         config.train.steps = self.budget.finetune_steps;
         config.finetune.freeze_backbone = self.finetune.freeze_backbone;
+        config.eval.baseline_cache = Some(self.baseline_cache(&config));
         if self.finetune.set.is_empty() {
             return Ok(config.validated(&origin)?);
         }
@@ -373,6 +378,20 @@ impl SweepConfig {
             &origin,
             &self.finetune.set,
         )?)
+    }
+}
+
+impl SweepConfig {
+    /// The folder where every cell's evaluations keep the baseline's scores: the base
+    /// configuration's `eval.baseline_cache`, else `{out_dir}/baseline-cache`. A session's
+    /// baseline depends on its data alone, so each is fit once per sweep instead of once
+    /// per cell.
+    fn baseline_cache(&self, config: &RunConfig) -> PathBuf {
+        config
+            .eval
+            .baseline_cache
+            .clone()
+            .unwrap_or_else(|| self.out_dir.join("baseline-cache"))
     }
 }
 
@@ -398,30 +417,36 @@ fn set_masking(config: &mut RunConfig, cell: &Cell, origin: &str) -> Result<()> 
 }
 
 impl Budget {
-    /// Pretraining steps with `n` sessions: by the `steps` rule's formula, the cap under
-    /// `converge`, and 0 (the epochs decide) under `epochs`.
+    /// Pretraining steps with `n` sessions: the `steps` rule's formula (under `converge`,
+    /// the cap), and 0 (the epochs decide) under `epochs`.
     pub fn steps(&self, n: usize) -> u64 {
         match self.rule {
-            BudgetRule::Steps => (self.steps_base + self.steps_per_session * n as u64)
+            BudgetRule::Steps | BudgetRule::Converge => (self.steps_base
+                + self.steps_per_session * n as u64)
                 .clamp(self.min_steps, self.max_steps),
             BudgetRule::Epochs => 0,
-            BudgetRule::Converge => self.max_steps,
         }
+    }
+
+    fn formula(&self) -> String {
+        format!(
+            "clamp({} + {} x sessions, {}, {})",
+            self.steps_base, self.steps_per_session, self.min_steps, self.max_steps
+        )
     }
 
     /// The rule in words, for the report.
     pub fn describe(&self) -> String {
         match self.rule {
-            BudgetRule::Steps => format!(
-                "steps = clamp({} + {} x sessions, {}, {})",
-                self.steps_base, self.steps_per_session, self.min_steps, self.max_steps
-            ),
+            BudgetRule::Steps => format!("steps = {}", self.formula()),
             BudgetRule::Epochs => {
                 format!("{} epochs over each cell's pretraining trials", self.epochs)
             }
             BudgetRule::Converge => format!(
                 "to convergence: stop after {} validations without a new best (one every {} steps), at most {} steps",
-                self.patience, self.validate_every, self.max_steps
+                self.patience,
+                self.validate_every,
+                self.formula()
             ),
         }
     }
@@ -548,16 +573,32 @@ finetune_steps = 50
             assert_eq!((pre.train.steps, pre.train.epochs), (0, 7));
             assert_eq!(pre.train.early_stop_patience, 0);
         }
-        // converge: at most max_steps, stopping on the validation loss.
+        // converge: stopping on the validation loss, capped by the steps formula, which
+        // grows with the pool: clamp(100 + 200 n, 400, 800).
         let (config, _, base) =
             with("rule = \"converge\"\npatience = 4\nvalidate_every = 25").unwrap();
-        let pre = config.pretrain_config(&config.cells()[0], &base).unwrap();
-        assert_eq!(pre.train.steps, 800);
-        assert_eq!(
-            (pre.train.early_stop_patience, pre.train.validate_every),
-            (4, 25)
+        let caps: Vec<(usize, u64)> = config
+            .cells()
+            .iter()
+            .filter(|c| c.masking == "mtm" && c.seed == 1)
+            .map(|c| {
+                let pre = config.pretrain_config(c, &base).unwrap();
+                assert_eq!(
+                    (pre.train.early_stop_patience, pre.train.validate_every),
+                    (4, 25)
+                );
+                (c.sessions, pre.train.steps)
+            })
+            .collect();
+        assert_eq!(caps, [(1, 400), (2, 500), (4, 800)]);
+        assert!(
+            config
+                .budget
+                .describe()
+                .contains("at most clamp(100 + 200 x sessions, 400, 800) steps"),
+            "{}",
+            config.budget.describe()
         );
-        assert!(config.budget.describe().contains("at most 800 steps"));
         // A rule without what it needs is explained.
         let err = with("rule = \"converge\"\npatience = 0")
             .unwrap_err()

@@ -408,6 +408,13 @@ pub struct EvalConfig {
     /// held-out unit, fit on the training split) on the same entries, and print it under
     /// each session's row.
     pub baseline: bool,
+    /// Folder where baseline scores are kept and reused by later evaluations of the same
+    /// session, task and split (a baseline depends on the data alone, never on the model):
+    /// `mtm sweep` points every cell at one, so that each session's baseline is fit once
+    /// per sweep. An entry is used only when the dataset, session, split, task, held-out
+    /// grouping, forward fraction, trial counts and spike total all match. Unset: computed
+    /// every time.
+    pub baseline_cache: Option<PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -419,6 +426,7 @@ impl Default for EvalConfig {
             forward_fraction: 0.1,
             heldout_group: 1,
             baseline: true,
+            baseline_cache: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use mtm_dataloader::session::{Behaviour, Split};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::baseline::{self, FitData};
+use crate::baseline_cache::{BaselineCache, BaselineKey};
 use crate::config::Task;
 use crate::decode;
 use crate::error::{Result, TrainError};
@@ -52,6 +53,8 @@ pub struct EvalOptions {
     /// Score the smoothing + Poisson GLM baseline on the same entries (see
     /// [`crate::baseline`]).
     pub baseline: bool,
+    /// Folder where baseline scores are kept and reused (see [`crate::baseline_cache`]).
+    pub baseline_cache: Option<PathBuf>,
 }
 
 impl EvalOptions {
@@ -69,6 +72,7 @@ impl EvalOptions {
             seed: config.seed,
             heldout_group: config.eval.heldout_group,
             baseline: config.eval.baseline,
+            baseline_cache: config.eval.baseline_cache.clone(),
         }
     }
 }
@@ -295,11 +299,18 @@ fn evaluate_session(
     } else {
         None
     };
+    let cache = options.baseline_cache.as_ref().map(|dir| {
+        (
+            BaselineCache::new(dir),
+            BaselineKey::of(dataset, session, options, &batch),
+        )
+    });
     let ctx = Context {
         model,
         device: &device,
         session: model_index,
         options,
+        cache: cache.as_ref(),
         fit: train.as_ref().map(|train| FitData {
             train,
             val: val.as_ref(),
@@ -362,6 +373,8 @@ struct Context<'a> {
     fit: Option<FitData<'a>>,
     /// True log-rates of the evaluated trials, `(K, T, N)` (synthetic data).
     truth: Option<&'a [f32]>,
+    /// Where baseline scores are kept, with this session's key (its task set per task).
+    cache: Option<&'a (BaselineCache, BaselineKey)>,
 }
 
 impl Context<'_> {
@@ -466,16 +479,37 @@ impl Context<'_> {
             forward_passes: passes,
             official_passes: official,
             wall_s,
-            baseline: self.fit.as_ref().map(|fit| {
-                let predicted = baseline::predict(task, &probes, regions, cut, fit, batch);
-                Reference::score(&predicted.log_rates, &counts, &scored, n).0
-            }),
+            baseline: match &self.fit {
+                Some(fit) => Some(self.baseline(task, || {
+                    let predicted = baseline::predict(task, &probes, regions, cut, fit, batch);
+                    Reference::score(&predicted.log_rates, &counts, &scored, n).0
+                })?),
+                None => None,
+            },
             ceiling: self.truth.map(|truth| {
                 let rates: Vec<f64> = truth.iter().map(|&r| f64::from(r)).collect();
                 Reference::score(&rates, &counts, &scored, n).0
             }),
         };
         Ok((score, Predictions { log_rates, scored }))
+    }
+
+    /// The baseline's score of `task`: kept from an earlier evaluation of the same entries
+    /// when there is a cache and it holds one, else computed (and then kept).
+    fn baseline(&self, task: Task, compute: impl FnOnce() -> Reference) -> Result<Reference> {
+        let Some((cache, key)) = self.cache else {
+            return Ok(compute());
+        };
+        let key = BaselineKey {
+            task,
+            ..key.clone()
+        };
+        if let Some(kept) = cache.get(&key)? {
+            return Ok(kept);
+        }
+        let score = compute();
+        cache.put(&key, score)?;
+        Ok(score)
     }
 
     /// Predicted log-rates of unmasked trials, flattened per trial.

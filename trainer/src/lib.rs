@@ -5,12 +5,14 @@
 //! agreement between ranks ([`sync`]), validation ([`validation`]) and metrics log
 //! ([`metrics_log`]); checkpoints ([`checkpoint`]), tensor I/O ([`weights`]) and models on
 //! disk in any form ([`artifact`]); the activity metrics ([`metrics`]), the evaluation
-//! ([`eval`], [`heldout`], [`decode`]) with its smoothing + GLM baseline ([`baseline`]) and
+//! ([`eval`], [`heldout`], [`decode`]) with its smoothing + GLM baseline ([`baseline`], kept between runs by
+//! [`baseline_cache`]) and
 //! typed report ([`report`]); fine-tuning on held-out sessions ([`finetune`]), the portable
 //! export ([`export`]) and pictures ([`plots`], [`figures`]).
 
 pub mod artifact;
 pub mod baseline;
+pub mod baseline_cache;
 pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "cuda")]
