@@ -615,6 +615,7 @@ finetune_steps = 50
             "scaling-quick.toml",
             "scaling-ibl.toml",
             "scaling-shared.toml",
+            "scaling-shared-v1.toml",
         ] {
             let (config, _, _) =
                 SweepConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
