@@ -240,6 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_score_comes_back_bit_for_bit() {
+        // A value the default JSON float parser reads back one ulp off (seen in a sweep:
+        // 0.9206158538037701 came back as 0.92061585380377); the workspace enables
+        // serde_json's exact `float_roundtrip` parsing.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BaselineCache::new(dir.path());
+        let kept = Reference {
+            bps_per_unit_mean: Some(0.6102338213943446),
+            bps_pooled_nlb: Some(0.9206158538037701),
+        };
+        cache.put(&key(), kept).unwrap();
+        let back = cache.get(&key()).unwrap().unwrap();
+        assert_eq!(
+            back.bps_pooled_nlb.unwrap().to_bits(),
+            0.9206158538037701f64.to_bits()
+        );
+        assert_eq!(back, kept);
+    }
+
+    #[test]
     fn an_entry_for_another_key_under_the_same_name_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let cache = BaselineCache::new(dir.path());
