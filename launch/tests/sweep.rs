@@ -156,23 +156,6 @@ fn a_sweep_runs_resumes_and_reports() {
     );
     assert_eq!(modified(&first.join("result.json")), stamp);
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    // Every other cell took the held-out baseline from the cache; the first had fit it.
-    for line in csv.lines().skip(1) {
-        let expected = if line.starts_with("base-temporal-s002-seed1,") {
-            fitted
-        } else {
-            42.0
-        };
-        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-        let column = header
-            .iter()
-            .position(|h| *h == "co_smooth_baseline")
-            .unwrap();
-        let value: f64 = line.split(',').nth(column).unwrap().parse().unwrap();
-        assert_eq!(value, expected, "{line}");
-    }
-    // One entry per (session, task) scored: the held-out session and the 3 pool sessions.
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
     assert_eq!(csv.lines().count(), 9, "{csv}");
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let row_of = |id: &str| -> Vec<&str> {
@@ -184,6 +167,19 @@ fn a_sweep_runs_resumes_and_reports() {
     };
     let at =
         |row: &[&str], name: &str| row[header.iter().position(|h| *h == name).unwrap()].to_string();
+    // Every other cell took the held-out baseline from the cache; the first had fit it.
+    for line in csv.lines().skip(1) {
+        let expected = if line.starts_with("base-temporal-s002-seed1,") {
+            fitted
+        } else {
+            42.0
+        };
+        let row: Vec<&str> = line.split(',').collect();
+        let value: f64 = at(&row, "co_smooth_baseline").parse().unwrap();
+        assert_eq!(value, expected, "{line}");
+    }
+    // One entry per (session, task) scored: the held-out session and the 3 pool sessions.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
     let row = row_of("base-temporal-s002-seed1");
     let col = |name: &str| at(&row, name);
     assert_eq!(col("sessions"), "2");

@@ -379,9 +379,7 @@ impl SweepConfig {
             &self.finetune.set,
         )?)
     }
-}
 
-impl SweepConfig {
     /// The folder where every cell's evaluations keep the baseline's scores: the base
     /// configuration's `eval.baseline_cache`, else `{out_dir}/baseline-cache`. A session's
     /// baseline depends on its data alone, so each is fit once per sweep instead of once

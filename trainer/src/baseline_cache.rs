@@ -8,10 +8,10 @@
 //! small JSON file that names what it was computed from; an entry is used only when every
 //! field of that key matches, so a changed dataset or option computes the baseline anew.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use mtm_dataloader::dataset::{Batch, Dataset};
 use mtm_dataloader::session::{Session, Split};
@@ -93,17 +93,15 @@ impl BaselineCache {
     }
 
     fn path(&self, key: &BaselineKey) -> PathBuf {
-        // A stable name for the key (FNV-1a over its JSON): std's hasher is seeded per
-        // process, and names must agree between the processes of a sweep.
+        // A name stable across processes and builds: the start of the key's SHA-256.
         let text = serde_json::to_string(key).expect("a key serialises");
-        let mut hasher = Fnv1a::default();
-        text.hash(&mut hasher);
+        let digest = Sha256::digest(text.as_bytes());
+        let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!(
-            "{}-{}-{}-{:016x}.json",
+            "{}-{}-{}-{hash}.json",
             key.eid,
             key.split,
-            key.task.name(),
-            hasher.finish()
+            key.task.name()
         ))
     }
 
@@ -142,28 +140,6 @@ fn staging_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
-}
-
-/// 64-bit FNV-1a: a hash whose value is the same in every process and build.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
 }
 
 #[cfg(test)]
