@@ -260,6 +260,12 @@ pub struct TrainConfig {
     pub clip_grad_norm: f64,
     /// Batches whose gradients are summed into one optimizer step.
     pub accumulate: usize,
+    /// The per-session weights' (stitchers' and heads') learning rate as a multiple of
+    /// the schedule's; the shared weights follow the schedule itself (default 1: one rate
+    /// for all, as the paper). A batch holds one session, so with n sessions each session's
+    /// own weights step once in about n steps: on a 16-session pool a scale of 10 raised
+    /// own-session co-smoothing by about 0.03 at the same steps (docs/scaling/README.md).
+    pub session_lr_scale: f64,
     /// `mean` (default) or `sum` of the Poisson loss over masked entries.
     pub loss: LossReduction,
     /// `fp32` (default) or `bf16`: the forward and backward passes' matrix products,
@@ -298,6 +304,7 @@ impl Default for TrainConfig {
             lr: 1e-4,
             weight_decay: 0.01,
             beta2: 0.999,
+            session_lr_scale: 1.0,
             warmup_fraction: 0.15,
             clip_grad_norm: 0.0,
             accumulate: 1,
@@ -486,6 +493,12 @@ impl RunConfig {
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             out.push(format!("train.lr must be positive, not {}", t.lr));
+        }
+        if !(t.session_lr_scale > 0.0 && t.session_lr_scale.is_finite()) {
+            out.push(format!(
+                "train.session_lr_scale must be positive, not {}",
+                t.session_lr_scale
+            ));
         }
         if !(0.0..1.0).contains(&t.warmup_fraction) {
             out.push(format!(
@@ -703,6 +716,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("multiple of model.heads"), "{err}");
+        let err = RunConfig::parse(MINIMAL, "cfg.toml", &["train.session_lr_scale=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.session_lr_scale must be positive"),
+            "{err}"
+        );
         let err = RunConfig::parse(MINIMAL, "cfg.toml", &["train.steps".into()])
             .unwrap_err()
             .to_string();

@@ -11,7 +11,7 @@
 //! the prefix tokens and bins ≤ t; prefix tokens see only prefix tokens, so no future bin
 //! reaches any output, at any depth.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::{
     Dropout, DropoutConfig, Gelu, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
@@ -424,6 +424,18 @@ impl Ndt {
             final_norm: self.final_norm.set_require_grad(false),
             ..self
         }
+    }
+
+    /// The ids of the per-session weights (every stitcher's and every head's weight and
+    /// bias), with each one's rank: the parameters one session's batches alone train.
+    pub fn session_param_ids(&self) -> Vec<(ParamId, usize)> {
+        self.stitchers
+            .iter()
+            .chain(&self.heads)
+            .flat_map(|l| {
+                std::iter::once((l.weight.id, 2)).chain(l.bias.as_ref().map(|b| (b.id, 1)))
+            })
+            .collect()
     }
 
     /// The model with session `session`'s head bias set to `bias` (one value per unit).

@@ -1,8 +1,9 @@
 //! The optimizer of every run: AdamW, stepped by [`crate::schedule::OneCycle`].
 
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 
 use crate::config::TrainConfig;
+use crate::model::Ndt;
 
 /// The optimizer of every run (its state is saved in checkpoints).
 pub type Optim = ModuleOptimizer;
@@ -13,4 +14,40 @@ pub fn adamw(train: &TrainConfig) -> Optim {
         .with_weight_decay(train.weight_decay as f32)
         .with_beta_2(train.beta2 as f32)
         .init()
+}
+
+/// One AdamW step: the per-session weights (stitchers and heads, [`Ndt::session_param_ids`])
+/// at `lr × session_scale`, every other weight at `lr`.
+///
+/// Two steps over disjoint gradient sets, because burn updates only the parameters that
+/// have a gradient, and its per-group learning rates (`ModuleLearningRate`) are built only
+/// by its own schedulers, which `schedule::OneCycle` is not. Each parameter's AdamW state
+/// is its own, so this is the update a per-group learning rate would make.
+pub fn step(
+    optim: &mut Optim,
+    lr: f64,
+    session_scale: f64,
+    model: Ndt,
+    mut grads: GradientsParams,
+) -> Ndt {
+    if session_scale == 1.0 {
+        return optim.step(lr, model, grads);
+    }
+    let mut own = GradientsParams::new();
+    for (id, rank) in model.session_param_ids() {
+        match rank {
+            2 => {
+                if let Some(g) = grads.remove::<2>(id) {
+                    own.register(id, g);
+                }
+            }
+            _ => {
+                if let Some(g) = grads.remove::<1>(id) {
+                    own.register(id, g);
+                }
+            }
+        }
+    }
+    let model = optim.step(lr, model, grads);
+    optim.step(lr * session_scale, model, own)
 }

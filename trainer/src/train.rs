@@ -448,7 +448,8 @@ impl Trainer {
         let lr = self.schedule.lr(self.step);
         let grads = self.grads.to_params(&self.device);
         let model = self.model.take().expect("present between steps");
-        self.model = Some(self.optim.step(lr, model, grads));
+        let scale = config.train.session_lr_scale;
+        self.model = Some(optim::step(&mut self.optim, lr, scale, model, grads));
         outcome.time.optimizer_s = clock.elapsed().as_secs_f64();
         outcome.grad_norm = norm;
         self.step += 1;

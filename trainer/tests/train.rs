@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use mtm_tests::TestRun;
 use mtm_trainer::artifact::{Artifact, ArtifactKind};
@@ -266,4 +266,80 @@ fn a_run_that_stops_improving_ends_early_with_a_checkpoint() {
         .run(&mut Silent)
         .unwrap();
     assert_eq!(end, RunEnd::Finished);
+}
+
+/// Each parameter's id and values, in the model's parameter order.
+fn parameters(model: &mtm_trainer::model::Ndt) -> Vec<(ParamId, Vec<f32>)> {
+    struct Collect(Vec<(ParamId, Vec<f32>)>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param.val().into_data().try_to_vec::<f32>().unwrap();
+            self.0.push((param.id, values));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+#[test]
+fn the_session_learning_rate_scale_moves_only_the_per_session_weights_faster() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    // One step of one batch from the same weights, at scale 1 and 4. AdamW's step is
+    // linear in the learning rate (its moments do not depend on it), so the stitcher and
+    // head of the batch's session move exactly 4 times as far, every shared weight the
+    // same, and the other session's weights not at all. Parameter ids are drawn anew with
+    // each model: the runs are compared by parameter order.
+    let step = |run: &str, scale: &str| {
+        let config = config(
+            dir.path(),
+            run,
+            &[
+                "train.steps=1",
+                "train.accumulate=1",
+                "train.checkpoint_every=0",
+                &format!("train.session_lr_scale={scale}"),
+            ],
+        );
+        let mut trainer = Trainer::new(config, None).unwrap();
+        let before = parameters(trainer.model());
+        trainer.run(&mut Silent).unwrap();
+        let own: Vec<ParamId> = trainer
+            .model()
+            .session_param_ids()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        parameters(trainer.model())
+            .into_iter()
+            .zip(before)
+            .map(|((id, a), (_, b))| {
+                let moved: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a - b).collect();
+                (own.contains(&id), moved)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (one, four) = (step("one", "1"), step("four", "4"));
+    assert_eq!(one.len(), four.len());
+    let norm = |d: &[f32]| d.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let (mut own, mut trained) = (0, 0);
+    for (i, ((is_own, d1), (is_own_too, d4))) in one.iter().zip(&four).enumerate() {
+        assert_eq!(is_own, is_own_too, "parameter {i}");
+        if *is_own {
+            own += 1;
+            let gap: Vec<f32> = d4.iter().zip(d1).map(|(a, b)| a - 4.0 * b).collect();
+            let (gap, scale) = (norm(&gap), norm(d1) * 4.0);
+            assert!(
+                gap <= 1e-3 * scale,
+                "parameter {i}: moved {gap} off 4x of {scale}"
+            );
+            trained += usize::from(scale > 0.0);
+        } else {
+            assert_eq!(d1, d4, "parameter {i}: a shared weight moved differently");
+        }
+    }
+    // 2 sessions, each a stitcher and a head with weight and bias; the batch's session's
+    // 4 tensors trained, the other's did not move.
+    assert_eq!((own, trained), (8, 4));
 }
