@@ -515,7 +515,7 @@ fn step(args: &StepArgs) -> Result<ExitCode> {
             grads.all_reduce(comm.as_mut(), bucket, ReduceOp::Mean)?;
         }
         let reduce_done = Instant::now();
-        model = optim.step(1e-4, model, grads.to_params(&device));
+        model = optim.step(1e-4, model, grads.to_params(&device, &[]).0);
         sync()?;
         let end = Instant::now();
         std::hint::black_box((value, norm));

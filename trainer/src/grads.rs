@@ -361,11 +361,17 @@ impl FlatGrads {
         }
     }
 
-    /// The gradients of the touched parameters as burn's container for `optim.step`: on a
-    /// device, views of the buffer (no copy where the slot is aligned).
-    pub fn to_params(&mut self, device: &Device) -> GradientsParams {
+    /// The gradients of the touched parameters as burn's containers for `optim.step`: on a
+    /// device, views of the buffer (no copy where the slot is aligned). The parameters in
+    /// `own` go into the second container (stepped at their own rate, see
+    /// [`crate::optim::step`]), every other one into the first.
+    pub fn to_params(
+        &mut self,
+        device: &Device,
+        own: &[ParamId],
+    ) -> (GradientsParams, GradientsParams) {
         self.settle();
-        let mut out = GradientsParams::new();
+        let (mut shared, mut separate) = (GradientsParams::new(), GradientsParams::new());
         let touched = self
             .slots
             .iter()
@@ -388,6 +394,11 @@ impl FlatGrads {
                     .clone()
                     .slice_dim(0, slot.offset..slot.offset + slot.len),
             };
+            let out = if own.contains(&slot.id) {
+                &mut separate
+            } else {
+                &mut shared
+            };
             match slot.shape.len() {
                 1 => out.register(slot.id, flat),
                 2 => out.register(slot.id, flat.reshape([slot.shape[0], slot.shape[1]])),
@@ -402,7 +413,7 @@ impl FlatGrads {
                 rank => unreachable!("NDT1 has no parameter of rank {rank}"),
             }
         }
-        out
+        (shared, separate)
     }
 }
 

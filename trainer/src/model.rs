@@ -427,14 +427,12 @@ impl Ndt {
     }
 
     /// The ids of the per-session weights (every stitcher's and every head's weight and
-    /// bias), with each one's rank: the parameters one session's batches alone train.
-    pub fn session_param_ids(&self) -> Vec<(ParamId, usize)> {
+    /// bias): the parameters one session's batches alone train.
+    pub fn session_param_ids(&self) -> Vec<ParamId> {
         self.stitchers
             .iter()
             .chain(&self.heads)
-            .flat_map(|l| {
-                std::iter::once((l.weight.id, 2)).chain(l.bias.as_ref().map(|b| (b.id, 1)))
-            })
+            .flat_map(|l| std::iter::once(l.weight.id).chain(l.bias.as_ref().map(|b| b.id)))
             .collect()
     }
 

@@ -16,8 +16,8 @@ pub fn adamw(train: &TrainConfig) -> Optim {
         .init()
 }
 
-/// One AdamW step: the per-session weights (stitchers and heads, [`Ndt::session_param_ids`])
-/// at `lr × session_scale`, every other weight at `lr`.
+/// One AdamW step: `shared` at `lr`, `own` (the per-session weights' gradients, split off
+/// by [`crate::grads::FlatGrads::to_params`]) at `lr × session_scale`.
 ///
 /// Two steps over disjoint gradient sets, because burn updates only the parameters that
 /// have a gradient, and its per-group learning rates (`ModuleLearningRate`) are built only
@@ -28,26 +28,11 @@ pub fn step(
     lr: f64,
     session_scale: f64,
     model: Ndt,
-    mut grads: GradientsParams,
+    (shared, own): (GradientsParams, GradientsParams),
 ) -> Ndt {
-    if session_scale == 1.0 {
-        return optim.step(lr, model, grads);
+    let model = optim.step(lr, model, shared);
+    if own.is_empty() {
+        return model;
     }
-    let mut own = GradientsParams::new();
-    for (id, rank) in model.session_param_ids() {
-        match rank {
-            2 => {
-                if let Some(g) = grads.remove::<2>(id) {
-                    own.register(id, g);
-                }
-            }
-            _ => {
-                if let Some(g) = grads.remove::<1>(id) {
-                    own.register(id, g);
-                }
-            }
-        }
-    }
-    let model = optim.step(lr, model, grads);
     optim.step(lr * session_scale, model, own)
 }

@@ -446,9 +446,15 @@ impl Trainer {
             self.grads.norm()
         };
         let lr = self.schedule.lr(self.step);
-        let grads = self.grads.to_params(&self.device);
         let model = self.model.take().expect("present between steps");
         let scale = config.train.session_lr_scale;
+        // At scale 1 every gradient goes to the one step, as without the option.
+        let own = if scale == 1.0 {
+            Vec::new()
+        } else {
+            model.session_param_ids()
+        };
+        let grads = self.grads.to_params(&self.device, &own);
         self.model = Some(optim::step(&mut self.optim, lr, scale, model, grads));
         outcome.time.optimizer_s = clock.elapsed().as_secs_f64();
         outcome.grad_norm = norm;

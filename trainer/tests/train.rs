@@ -305,12 +305,7 @@ fn the_session_learning_rate_scale_moves_only_the_per_session_weights_faster() {
         let mut trainer = Trainer::new(config, None).unwrap();
         let before = parameters(trainer.model());
         trainer.run(&mut Silent).unwrap();
-        let own: Vec<ParamId> = trainer
-            .model()
-            .session_param_ids()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let own = trainer.model().session_param_ids();
         parameters(trainer.model())
             .into_iter()
             .zip(before)
