@@ -133,7 +133,8 @@ fn a_sweep_runs_resumes_and_reports() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(entries.len(), 3, "{entries:?}");
+    // (Its 2 pool sessions each have co-smoothing and forward prediction.)
+    assert_eq!(entries.len(), 5, "{entries:?}");
     let held_out_eid = mtm_tests::local_eids(&dir.path().join("data"))[3].clone();
     let held_out_entry = entries
         .iter()
@@ -178,8 +179,9 @@ fn a_sweep_runs_resumes_and_reports() {
         let value: f64 = at(&row, "co_smooth_baseline").parse().unwrap();
         assert_eq!(value, expected, "{line}");
     }
-    // One entry per (session, task) scored: the held-out session and the 3 pool sessions.
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
+    // One entry per (session, task) scored: the held-out session's co-smoothing and the 3
+    // pool sessions' co-smoothing and forward prediction.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 7);
     let row = row_of("base-temporal-s002-seed1");
     let col = |name: &str| at(&row, name);
     assert_eq!(col("sessions"), "2");
@@ -203,6 +205,8 @@ fn a_sweep_runs_resumes_and_reports() {
         col("own_co_smooth_baseline").parse::<f64>().is_ok(),
         "{csv}"
     );
+    assert!(col("own_forward").parse::<f64>().is_ok(), "{csv}");
+    assert!(col("own_forward_baseline").parse::<f64>().is_ok(), "{csv}");
     let scratch = row_of("base-temporal-s000-seed2");
     assert_eq!(
         (
@@ -323,6 +327,68 @@ fn launch_slurm_writes_a_script_and_the_allocation_is_checked() {
 }
 
 /// Every `metrics.jsonl` under `dir`.
+#[test]
+fn a_parallel_sweep_runs_longest_first_and_matches_one_cell_at_a_time() {
+    let (serial, parallel) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let serial_config = sweep(serial.path());
+    let parallel_config = sweep(parallel.path());
+    ok(&["sweep", "--config", serial_config.to_str().unwrap()]);
+    let (_, log) = ok(&[
+        "sweep",
+        "--config",
+        parallel_config.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]);
+    // Longest first: the 3-session cells start first, the cells from scratch last.
+    let started: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("cell "))
+        .filter(|l| l.contains(" started:"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(started.len(), 8, "{log}");
+    assert!(started[..2].iter().all(|id| id.contains("-s003-")), "{log}");
+    assert!(started[6..].iter().all(|id| id.contains("-s000-")), "{log}");
+    assert_eq!(log.matches(" done (").count(), 8, "{log}");
+    // Each cell's own output is kept in its folder.
+    for id in &started {
+        let cell_log = parallel.path().join("out/cells").join(id).join("sweep.log");
+        let text = std::fs::read_to_string(&cell_log).unwrap();
+        assert!(text.contains("held-out co-smooth"), "{id}: {text}");
+    }
+    // Each cell is its own seeded process: the numbers are those of the serial sweep.
+    let table = |dir: &Path| -> Vec<Vec<String>> {
+        let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let keep: Vec<usize> = [
+            "run_id",
+            "steps",
+            "co_smooth",
+            "choice",
+            "co_smooth_baseline",
+            "own_co_smooth",
+            "own_forward",
+        ]
+        .iter()
+        .map(|name| header.iter().position(|h| h == name).unwrap())
+        .collect();
+        let mut rows: Vec<Vec<String>> = csv
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let fields: Vec<&str> = l.split(',').collect();
+                keep.iter().map(|&i| fields[i].to_string()).collect()
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let (a, b) = (table(serial.path()), table(parallel.path()));
+    assert_eq!(a.len(), 8);
+    assert_eq!(a, b);
+}
+
 fn metrics_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -341,6 +407,17 @@ fn metrics_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_signal_to_the_sweep_stops_its_running_cell_too() {
+    a_signal_stops(&[]);
+}
+
+#[test]
+fn a_signal_to_a_parallel_sweep_stops_every_running_cell() {
+    a_signal_stops(&["--jobs", "2"]);
+}
+
+/// Runs a sweep of long cells with `extra` arguments, sends it SIGINT once training has
+/// started, and checks that it stops with a checkpoint and leaves no training behind.
+fn a_signal_stops(extra: &[&str]) {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let path = sweep(dir.path());
@@ -353,6 +430,7 @@ fn a_signal_to_the_sweep_stops_its_running_cell_too() {
     std::fs::write(&path, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mtm"))
         .args(["sweep", "--config", path.to_str().unwrap()])
+        .args(extra)
         .env("MTM_LOG", "warn")
         .env("RAYON_NUM_THREADS", "1")
         .stdout(std::process::Stdio::null())
@@ -392,13 +470,21 @@ fn a_signal_to_the_sweep_stops_its_running_cell_too() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(75), "stopped with a checkpoint");
-    // The cell's training stopped with the sweep: its metrics no longer grow.
-    let length = std::fs::metadata(&metrics).unwrap().len();
+    // Every running cell's training stopped with the sweep: no metrics file grows.
+    let lengths = |files: &[PathBuf]| -> Vec<u64> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .collect()
+    };
+    let files = metrics_files(&out);
+    let before = lengths(&files);
     std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lengths(&files), before, "a child outlived the sweep");
     assert_eq!(
-        std::fs::metadata(&metrics).unwrap().len(),
-        length,
-        "a child outlived the sweep"
+        metrics_files(&out).len(),
+        files.len(),
+        "a cell started after the stop"
     );
     let run = metrics.parent().unwrap();
     assert!(

@@ -29,9 +29,14 @@ pub struct SweepConfig {
     /// The fine-tuning stage.
     #[serde(default)]
     pub finetune: FinetuneStage,
-    /// Score co-smoothing on each cell's own pretraining sessions (their test trials),
-    /// beside the baseline and the ceiling, after pretraining: shows whether the model
-    /// learned its pretraining data before asking whether it transfers.
+    /// `--set`-style overrides of the base configuration for every cell, pretraining and
+    /// fine-tuning alike, applied before the model size's: a recipe that differs from the
+    /// base's without a second base file, e.g. `["train.session_lr_scale=10"]`.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Score co-smoothing and forward prediction on each cell's own pretraining sessions
+    /// (their test trials), beside the baseline and the ceiling, after pretraining: shows
+    /// whether the model learned its pretraining data before asking whether it transfers.
     #[serde(default = "yes")]
     pub score_pretraining: bool,
 }
@@ -320,17 +325,18 @@ impl SweepConfig {
         self.out_dir.join("cells").join(&cell.id)
     }
 
+    /// The sweep's overrides, then the cell's model size's.
     fn model_overrides(&self, cell: &Cell) -> Vec<String> {
-        self.grid
-            .models
+        let model = self.grid.models.iter().find(|m| m.name == cell.model);
+        self.set
             .iter()
-            .find(|m| m.name == cell.model)
-            .map(|m| m.set.clone())
-            .unwrap_or_default()
+            .chain(model.map_or(&[][..], |m| &m.set[..]))
+            .cloned()
+            .collect()
     }
 
-    /// The cell's pretraining configuration: the base with the model size's overrides,
-    /// then the cell's values set as typed fields.
+    /// The cell's pretraining configuration: the base with the sweep's and the model
+    /// size's overrides, then the cell's values set as typed fields.
     pub fn pretrain_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
         let origin = format!("{} (cell {})", self.base.display(), cell.id);
         let mut config = RunConfig::parse(base_text, &origin, &self.model_overrides(cell))?;
@@ -353,12 +359,14 @@ impl SweepConfig {
         config.data.batch_size = cell.batch_size;
         config.eval.baseline_cache = Some(self.baseline_cache(&config));
         config.eval.after_training = self.score_pretraining;
-        config.eval.tasks = vec![Task::CoSmooth];
+        // Co-smoothing is what MtM trains for, forward prediction what temporal masking
+        // does: each scheme is judged on its own sessions by a task it was trained on.
+        config.eval.tasks = vec![Task::CoSmooth, Task::Forward];
         Ok(config.validated(&origin)?)
     }
 
     /// The cell's fine-tuning configuration (held-out sessions, fine-tuning budget): the
-    /// base with the model size's overrides, the cell's values, and last `finetune.set`
+    /// base with the sweep's and the model size's overrides, the cell's values, and last `finetune.set`
     /// (which may override any of them).
     pub fn finetune_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
         let origin = format!("{} (fine-tuning of cell {})", self.base.display(), cell.id);
@@ -528,6 +536,41 @@ finetune_steps = 50
     }
 
     #[test]
+    fn the_sweeps_overrides_reach_every_run_before_the_model_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sweep(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(
+                "held_out = [\"e\", \"f\"]\n",
+                "held_out = [\"e\", \"f\"]\nset = [\"train.session_lr_scale=10\", \"model.hidden=8\"]\n",
+            ),
+        )
+        .unwrap();
+        let (config, _, base_text) = SweepConfig::load(&path).unwrap();
+        let cell = &config.cells()[3];
+        let pre = config.pretrain_config(cell, &base_text).unwrap();
+        let fine = config.finetune_config(cell, &base_text).unwrap();
+        for run in [&pre, &fine] {
+            assert_eq!(run.train.session_lr_scale, 10.0);
+            // The model size's own `model.hidden=16` comes after the sweep's 8.
+            assert_eq!(run.model.hidden, 16);
+        }
+        // A bad override is refused when the sweep is loaded, naming the field.
+        std::fs::write(
+            &path,
+            text.replace(
+                "held_out = [\"e\", \"f\"]\n",
+                "held_out = [\"e\", \"f\"]\nset = [\"train.session_lr_scale=0\"]\n",
+            ),
+        )
+        .unwrap();
+        let err = SweepConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("session_lr_scale"), "{err}");
+    }
+
+    #[test]
     fn from_scratch_adds_one_cell_per_masking_and_seed_that_only_fine_tunes() {
         let dir = tempfile::tempdir().unwrap();
         let path = sweep(dir.path());
@@ -548,7 +591,7 @@ finetune_steps = 50
         assert_eq!(fine.data.sessions, ["e", "f"]);
         // Pretraining cells score their own sessions unless told not to.
         let pre = config.pretrain_config(&cells[1], &base_text).unwrap();
-        assert!(pre.eval.after_training && pre.eval.tasks == [Task::CoSmooth]);
+        assert!(pre.eval.after_training && pre.eval.tasks == [Task::CoSmooth, Task::Forward]);
     }
 
     #[test]
@@ -614,6 +657,7 @@ finetune_steps = 50
             "scaling-ibl.toml",
             "scaling-shared.toml",
             "scaling-shared-v1.toml",
+            "scaling-shared-v2.toml",
         ] {
             let (config, _, _) =
                 SweepConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -92,6 +92,16 @@ pub struct Row {
     /// The true rates' co-smoothing on the same pretraining sessions and entries.
     #[serde(default)]
     pub own_co_smooth_ceiling: Option<f64>,
+    /// The pretrained model's forward-prediction bits per spike on its own pretraining
+    /// sessions' test trials (the task temporal masking trains for).
+    #[serde(default)]
+    pub own_forward: Option<f64>,
+    /// The baseline's forward prediction on the same pretraining sessions and entries.
+    #[serde(default)]
+    pub own_forward_baseline: Option<f64>,
+    /// The true rates' forward prediction on the same pretraining sessions and entries.
+    #[serde(default)]
+    pub own_forward_ceiling: Option<f64>,
     /// Wall time of the cell (pretraining, fine-tuning, evaluation), seconds.
     pub wall_time_s: f64,
     /// Ranks of the pretraining run.
@@ -159,6 +169,11 @@ pub fn describe(metric: &str) -> Describe {
             "Co-smoothing on the pretraining sessions",
             "bits per spike",
         ),
+        "own_forward" => (
+            "forward prediction on its pretraining sessions",
+            "Forward prediction on the pretraining sessions",
+            "bits per spike",
+        ),
         _ => ("metric", "metric", ""),
     };
     Describe {
@@ -185,10 +200,13 @@ pub const CEILINGS: [(&str, MetricOf); 4] = [
 ];
 
 /// The scores on the pretraining sessions themselves: (column name, accessor).
-pub const OWN: [(&str, MetricOf); 3] = [
+pub const OWN: [(&str, MetricOf); 6] = [
     ("own_co_smooth", |r| r.own_co_smooth),
     ("own_co_smooth_baseline", |r| r.own_co_smooth_baseline),
     ("own_co_smooth_ceiling", |r| r.own_co_smooth_ceiling),
+    ("own_forward", |r| r.own_forward),
+    ("own_forward_baseline", |r| r.own_forward_baseline),
+    ("own_forward_ceiling", |r| r.own_forward_ceiling),
 ];
 
 /// The optional number column called `name`.
@@ -409,6 +427,9 @@ pub(crate) mod tests {
             own_co_smooth: Some(0.2),
             own_co_smooth_baseline: Some(0.15),
             own_co_smooth_ceiling: Some(0.41),
+            own_forward: Some(0.12),
+            own_forward_baseline: Some(0.05),
+            own_forward_ceiling: Some(0.3),
             wall_time_s: 12.5,
             world_size: 1,
             git_commit: "abc, def".into(),
@@ -438,8 +459,8 @@ pub(crate) mod tests {
             .unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        assert_eq!(batches[0].num_columns(), 34);
-        assert_eq!(lines[0].split(',').count(), 34, "{}", lines[0]);
+        assert_eq!(batches[0].num_columns(), 37);
+        assert_eq!(lines[0].split(',').count(), 37, "{}", lines[0]);
         assert_ne!(config_hash("a"), config_hash("b"));
     }
 }

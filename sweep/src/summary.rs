@@ -7,9 +7,9 @@ use std::path::Path;
 use crate::results::{self, MetricOf, Row};
 use crate::{Result, io};
 
-/// The metrics summarised: the held-out metrics, then co-smoothing on the pretraining
-/// sessions themselves.
-pub const SUMMARIZED: [&str; 7] = [
+/// The metrics summarised: the held-out metrics, then co-smoothing and forward prediction
+/// on the pretraining sessions themselves.
+pub const SUMMARIZED: [&str; 8] = [
     "co_smooth",
     "forward",
     "intra",
@@ -17,6 +17,7 @@ pub const SUMMARIZED: [&str; 7] = [
     "choice",
     "whisker",
     "own_co_smooth",
+    "own_forward",
 ];
 
 /// One setting's metric over its seeds.
@@ -186,7 +187,7 @@ pub fn markdown(summaries: &[SeedSummary]) -> String {
         ));
         for m in &present {
             let cell = match find(*setting, m) {
-                Some(s) if *m == "own_co_smooth" => match s.baseline {
+                Some(s) if is_own(m) => match s.baseline {
                     Some(b) => format!("{} (baseline {b:.3})", spread(s)),
                     None => spread(s),
                 },
@@ -211,7 +212,7 @@ pub fn markdown(summaries: &[SeedSummary]) -> String {
                 .filter(|s| s.metric == *m)
                 .filter_map(get)
                 .collect();
-            let cell = match (mean(&values), *m == "own_co_smooth") {
+            let cell = match (mean(&values), is_own(m)) {
                 (Some(v), false) => format!("{v:.3}"),
                 (Some(_), true) => "per row".into(),
                 (None, _) => "-".into(),
@@ -221,6 +222,12 @@ pub fn markdown(summaries: &[SeedSummary]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Whether `metric` is scored on the pretraining sessions: each row has its own baseline
+/// and ceiling there (its own sessions), shown in the row rather than once at the foot.
+fn is_own(metric: &str) -> bool {
+    metric.starts_with("own_")
 }
 
 /// A metric's column heading.
