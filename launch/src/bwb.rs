@@ -109,7 +109,7 @@ mod built {
     /// A `--checkpoint` as models: the path itself, or, for an `mtm finetune` output folder
     /// (it holds finetune-report.json), each session's run in it.
     fn open_all(path: &Path, windows_per_pass: usize, device: &Device) -> Result<Vec<Model>> {
-        if !path.join("finetune-report.json").exists() {
+        if !path.join(mtm_trainer::finetune::FINETUNE_REPORT).exists() {
             return Ok(vec![open(path, windows_per_pass, device)?]);
         }
         let mut runs: Vec<PathBuf> = std::fs::read_dir(path)

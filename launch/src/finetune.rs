@@ -63,7 +63,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<ExitCode> {
     } else {
         args.checkpoint.clone().or(config.finetune.from.clone())
     };
-    let report_path = config.out_dir.join("finetune-report.json");
+    let report_path = config.out_dir.join(mtm_trainer::finetune::FINETUNE_REPORT);
     if report_path.exists() {
         bail!(
             "{} already holds a fine-tuning report; choose another out_dir (--set out_dir=...)",

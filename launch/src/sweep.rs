@@ -11,12 +11,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use mtm_cluster::slurm::{sbatch_script, shell_quote};
 use mtm_dataloader::{Dataset, Split};
+use mtm_sweep::checks::{CHECKED, HeldOutScore};
 use mtm_sweep::grid::{BudgetRule, Cell, SweepConfig};
 use mtm_sweep::results::{self, Row};
 use mtm_trainer::checkpoint;
 use mtm_trainer::config::RunConfig;
 use mtm_trainer::config::Task;
-use mtm_trainer::finetune::FinetuneReport;
+use mtm_trainer::finetune::{FINETUNE_REPORT, FinetuneReport};
 use mtm_trainer::report::Report;
 
 /// Arguments of `mtm sweep`.
@@ -398,7 +399,7 @@ fn run_cell(sweep: &SweepConfig, cell: &Cell, base_text: &str, exe: &Path) -> Re
     } else {
         None
     };
-    let report_path = fine.out_dir.join("finetune-report.json");
+    let report_path = fine.out_dir.join(FINETUNE_REPORT);
     if !report_path.exists() {
         if fine.out_dir.exists() {
             std::fs::remove_dir_all(&fine.out_dir)
@@ -611,6 +612,33 @@ fn slurm_array(sweep: &SweepConfig, cells: &[Cell], path: &Path) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each finished cell's activity scores per held-out session, from its fine-tuning report
+/// (the results table keeps their mean).
+fn held_out_scores(sweep: &SweepConfig, cells: &[Cell], rows: &[Row]) -> Result<Vec<HeldOutScore>> {
+    let mut out = Vec::new();
+    for cell in cells
+        .iter()
+        .filter(|c| rows.iter().any(|r| r.run_id == c.id))
+    {
+        let path = sweep.finetune_dir(cell).join(FINETUNE_REPORT);
+        let report = read_json::<FinetuneReport>(&path)?.report;
+        for session in &report.sessions {
+            for result in &session.tasks {
+                let checked = CHECKED.iter().find(|(_, task)| *task == result.task);
+                if let (Some(&(metric, _)), Some(value)) = (checked, result.score.headline()) {
+                    out.push(HeldOutScore {
+                        run_id: cell.id.clone(),
+                        eid: session.eid.clone(),
+                        metric,
+                        value,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn report(path: &Path) -> Result<ExitCode> {
     let (sweep, _, _) = SweepConfig::load(path)?;
     let cells = sweep.cells();
@@ -624,9 +652,14 @@ fn report(path: &Path) -> Result<ExitCode> {
     }
     let budget = sweep.budget.describe();
     println!("pretraining budget: {budget}\n");
-    let text = mtm_sweep::report::write(&sweep.out_dir, &rows, &budget)?;
+    let held_out = held_out_scores(&sweep, &cells, &rows)?;
+    let text = mtm_sweep::report::write(&sweep.out_dir, &rows, &held_out, &budget)?;
     println!("{}", text.table);
     for line in &text.fits {
+        println!("{line}");
+    }
+    println!();
+    for line in &text.checks {
         println!("{line}");
     }
     eprintln!(

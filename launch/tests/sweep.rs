@@ -219,6 +219,16 @@ fn a_sweep_runs_resumes_and_reports() {
 
     let (fits, _) = ok(&["sweep", "report", "--config", config]);
     assert!(fits.contains("co_smooth"), "{fits}");
+    // The checks, from every cell's own-session scores and per-session held-out scores (1
+    // held-out session, 3 pool sizes), on the terminal and in summary.md.
+    for check in [
+        "co-smoothing on its own pretraining sessions, temporal: ",
+        " of 6 pretrained cells above the smoothing + GLM baseline",
+        "held-out co-smoothing, temporal: pretrained above from scratch on ",
+        " of 3 (pool size, held-out session) pairs",
+    ] {
+        assert!(fits.contains(check), "{check}: {fits}");
+    }
     assert!(
         fits.contains("pretraining budget: steps = clamp(2 + 1 x sessions, 2, 10)"),
         "{fits}"
@@ -244,7 +254,8 @@ fn a_sweep_runs_resumes_and_reports() {
         "{line} vs {seeds:?}"
     );
     assert!(line.split(',').nth(4) == Some("2"), "{line}");
-    assert!(out.join("summary.md").is_file());
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Checks\n"), "{md}");
     for file in ["co_smooth.svg", "co_smooth.png", "choice.svg"] {
         assert!(out.join("plots").join(file).is_file(), "{file} missing");
     }

@@ -325,6 +325,11 @@ impl SweepConfig {
         self.out_dir.join("cells").join(&cell.id)
     }
 
+    /// The cell's fine-tuning run folder.
+    pub fn finetune_dir(&self, cell: &Cell) -> PathBuf {
+        self.cell_dir(cell).join("finetune")
+    }
+
     /// The sweep's overrides, then the cell's model size's.
     fn model_overrides(&self, cell: &Cell) -> Vec<String> {
         let model = self.grid.models.iter().find(|m| m.name == cell.model);
@@ -371,7 +376,7 @@ impl SweepConfig {
     pub fn finetune_config(&self, cell: &Cell, base_text: &str) -> Result<RunConfig> {
         let origin = format!("{} (fine-tuning of cell {})", self.base.display(), cell.id);
         let mut config = RunConfig::parse(base_text, &origin, &self.model_overrides(cell))?;
-        config.out_dir = self.cell_dir(cell).join("finetune");
+        config.out_dir = self.finetune_dir(cell);
         config.data.sessions = self.held_out.clone();
         set_masking(&mut config, cell, &origin)?;
         config.seed = cell.seed;

@@ -5,6 +5,7 @@
 //! them together ([`report`]). Running a cell (pretrain, fine-tune, evaluate) is
 //! the binary's job: it starts `mtm train` and `mtm finetune` for each.
 
+pub mod checks;
 pub mod fit;
 pub mod grid;
 pub mod plot;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::checks::{HeldOutScore, checks};
 use crate::fit::{FitsFile, SeriesFit, fit_with_intervals};
 use crate::plot::{References, Series, plot};
 use crate::results::{METRICS, Row};
@@ -16,21 +17,31 @@ pub struct ReportText {
     pub table: String,
     /// One line per fitted series.
     pub fits: Vec<String>,
+    /// One line per check of the sweep's claims (`crate::checks`).
+    pub checks: Vec<String>,
 }
 
 /// Bootstrap resamples behind every interval.
 const RESAMPLES: usize = 1000;
 
-/// Writes the report of `rows` into `out_dir`; `budget` is the budget rule in words.
-pub fn write(out_dir: &Path, rows: &[Row], budget: &str) -> Result<ReportText> {
+/// Writes the report of `rows` into `out_dir`; `held_out` holds each cell's score per
+/// held-out session, `budget` is the budget rule in words.
+pub fn write(
+    out_dir: &Path,
+    rows: &[Row],
+    held_out: &[HeldOutScore],
+    budget: &str,
+) -> Result<ReportText> {
     let summaries = summary::summarize(rows);
     summary::write_csv(out_dir, &summaries)?;
     let table = summary::markdown(&summaries);
+    let checks = checks(rows, held_out);
+    let check_list: String = checks.iter().map(|l| format!("- {l}\n")).collect();
     let md_path = out_dir.join("summary.md");
     std::fs::write(
         &md_path,
         format!(
-            "Pretraining budget: {budget}.\n\nMean ± sample standard deviation over seeds (smallest to largest seed), bits per spike (choice: accuracy, whisker: R²). Held-out metrics are on the held-out sessions after fine-tuning; co-smoothing on the pretraining sessions is on their test trials, beside the baseline on the same entries.\n\n{table}"
+            "Pretraining budget: {budget}.\n\nMean ± sample standard deviation over seeds (smallest to largest seed), bits per spike (choice: accuracy, whisker: R²). Held-out metrics are on the held-out sessions after fine-tuning; co-smoothing and forward prediction on the pretraining sessions are on their test trials, beside the baseline on the same entries.\n\n{table}\n## Checks\n\nOn the pretraining sessions every cell (each seed) is counted; the other checks compare means over seeds. A tie counts as not above.\n\n{check_list}"
         ),
     )
     .map_err(io(&md_path))?;
@@ -143,7 +154,11 @@ pub fn write(out_dir: &Path, rows: &[Row], budget: &str) -> Result<ReportText> {
     })
     .expect("fits serialise");
     std::fs::write(&fits_path, json).map_err(io(&fits_path))?;
-    Ok(ReportText { table, fits: lines })
+    Ok(ReportText {
+        table,
+        fits: lines,
+        checks,
+    })
 }
 
 #[cfg(test)]
@@ -168,7 +183,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let text = write(dir.path(), &rows, "10 epochs").unwrap();
+        let text = write(dir.path(), &rows, &[], "10 epochs").unwrap();
         let co = text
             .fits
             .iter()
@@ -197,5 +212,9 @@ mod tests {
             md.contains("10 epochs") && md.contains("0 (from scratch)"),
             "{md}"
         );
+        // The checks are listed under their heading, as on the terminal.
+        assert!(!text.checks.is_empty());
+        assert!(md.contains("## Checks"), "{md}");
+        assert!(md.contains(&format!("- {}\n", text.checks[0])), "{md}");
     }
 }

@@ -14,6 +14,9 @@ use crate::error::{Result, TrainError};
 use crate::model::{ModelConfig, Ndt, SessionSpec};
 use crate::weights::{self, BurnTensors};
 
+/// The file in a fine-tuning run's folder that holds its [`FinetuneReport`].
+pub const FINETUNE_REPORT: &str = "finetune-report.json";
+
 /// `finetune-report.json`: what `mtm finetune` did and how the result scored; written by
 /// the binary, read back by the sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
