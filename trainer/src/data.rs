@@ -12,6 +12,12 @@ use crate::model::{Ndt, SessionSpec};
 
 /// Generates `data.synthesize` at `data.root` when that is a local folder that does not
 /// exist yet. Returns whether it generated anything.
+///
+/// Runs that start together on the same new dataset (a sweep's cells under `--jobs`, a
+/// Slurm array's tasks) would otherwise both generate it into one staging folder and
+/// the second would fail at the final rename. The generation is held under an exclusive
+/// lock on `{root}.lock` (flock; removed when done): whoever waits finds the folder
+/// complete once the lock is theirs and generates nothing.
 pub fn prepare_data(config: &RunConfig) -> Result<bool> {
     let Some(synth) = &config.data.synthesize else {
         return Ok(false);
@@ -23,13 +29,30 @@ pub fn prepare_data(config: &RunConfig) -> Result<bool> {
     if path.exists() {
         return Ok(false);
     }
-    mtm_dataloader::synth::write_local_dataset(
-        &path,
-        synth,
-        mtm_dataloader::WriteOptions::default(),
-        |_, _| {},
-    )?;
-    Ok(true)
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let lock = std::fs::File::create(&lock_path).map_err(TrainError::io(&lock_path))?;
+    lock.lock().map_err(TrainError::io(&lock_path))?;
+    // Checked again under the lock: the process that held it may have just finished.
+    let generated = if path.exists() {
+        false
+    } else {
+        mtm_dataloader::synth::write_local_dataset(
+            &path,
+            synth,
+            mtm_dataloader::WriteOptions::default(),
+            |_, _| {},
+        )?;
+        true
+    };
+    // A process still waiting holds the removed file's lock and then finds the folder;
+    // one that comes later finds the folder before it looks for a lock.
+    let _ = std::fs::remove_file(&lock_path);
+    Ok(generated)
 }
 
 /// Per-session facts the loop needs: model index and unit regions as small integers.

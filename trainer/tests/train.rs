@@ -338,3 +338,30 @@ fn the_session_learning_rate_scale_moves_only_the_per_session_weights_faster() {
     // 4 tensors trained, the other's did not move.
     assert_eq!((own, trained), (8, 4));
 }
+
+#[test]
+fn runs_that_start_together_generate_their_new_dataset_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestRun::new(dir.path())
+        .sessions(3, 5, (20, 30), (120, 150), (2, 3))
+        .config();
+    let root = mtm_dataloader::store::local_path(&config.data.root).unwrap();
+    assert!(!root.exists());
+    // Four runs at once, as a sweep's cells under --jobs or a Slurm array's tasks start.
+    let generated: Vec<bool> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| mtm_trainer::data::prepare_data(&config).unwrap()))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(generated.iter().filter(|g| **g).count(), 1, "{generated:?}");
+    let dataset = mtm_dataloader::dataset::Dataset::open(&config.data.root).unwrap();
+    assert_eq!(dataset.sessions.len(), 3);
+    let parent = root.parent().unwrap();
+    let left: Vec<String> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".lock") || n.contains(".partial"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
