@@ -148,7 +148,7 @@ impl Observer for Bar {
     }
 
     fn step(&mut self, r: &StepRecord) {
-        if self.bar.is_hidden() && r.step % self.log_every == 0 {
+        if self.bar.is_hidden() && r.step.is_multiple_of(self.log_every) {
             eprintln!(
                 "step {}/{}: loss {:.4} lr {:.2e} {:.0} trials/s",
                 r.step,

@@ -39,20 +39,21 @@ pub fn prepare_data(config: &RunConfig) -> Result<bool> {
     lock.lock().map_err(TrainError::io(&lock_path))?;
     // Checked again under the lock: the process that held it may have just finished.
     let generated = if path.exists() {
-        false
+        Ok(false)
     } else {
         mtm_dataloader::synth::write_local_dataset(
             &path,
             synth,
             mtm_dataloader::WriteOptions::default(),
             |_, _| {},
-        )?;
-        true
+        )
+        .map(|_| true)
     };
-    // A process still waiting holds the removed file's lock and then finds the folder;
-    // one that comes later finds the folder before it looks for a lock.
+    // Removed whether or not the generation succeeded. A process still waiting holds the
+    // removed file's lock and then looks for the folder itself; one that comes later
+    // finds the folder before it looks for a lock.
     let _ = std::fs::remove_file(&lock_path);
-    Ok(generated)
+    Ok(generated?)
 }
 
 /// Per-session facts the loop needs: model index and unit regions as small integers.

@@ -185,14 +185,14 @@ impl ModelConfig {
                 out.push(format!("model.{name} must be at least 1"));
             }
         }
-        if self.heads > 0 && self.hidden % self.heads != 0 {
+        if self.heads > 0 && !self.hidden.is_multiple_of(self.heads) {
             out.push(format!(
                 "model.hidden ({}) must be a multiple of model.heads ({})",
                 self.hidden, self.heads
             ));
         } else if self.positions == Positions::Rotary
             && self.heads > 0
-            && (self.hidden / self.heads) % 2 != 0
+            && !(self.hidden / self.heads).is_multiple_of(2)
         {
             out.push(format!(
                 "rotary positions need an even head width; model.hidden / model.heads = {}",

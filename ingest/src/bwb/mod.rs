@@ -538,10 +538,10 @@ pub fn convert_file(
         info.uuids.push(ids[u].clone());
     }
     report.units = (n, info.regions.len());
-    if let Some(probes) = r.optional_group("probes")? {
-        if let Some(names) = r.dataset(&probes, "name")? {
-            report.probes = r.texts(&names)?;
-        }
+    if let Some(probes) = r.optional_group("probes")?
+        && let Some(names) = r.dataset(&probes, "name")?
+    {
+        report.probes = r.texts(&names)?;
     }
     info.probe_name = report.probes.join(",");
     if let Some(subject) = r.optional_group("subject")? {
