@@ -179,18 +179,18 @@ impl Dataset {
                 });
             }
         }
-        if let Some(first) = sessions.first() {
-            if let Some(other) = sessions.iter().find(|s| s.n_bins != first.n_bins) {
-                return Err(DataError::Inconsistent {
-                    url: other.folder.url(),
-                    reason: format!(
-                        "{} bins per trial, but {} has {}",
-                        other.n_bins,
-                        first.folder.url(),
-                        first.n_bins
-                    ),
-                });
-            }
+        if let Some(first) = sessions.first()
+            && let Some(other) = sessions.iter().find(|s| s.n_bins != first.n_bins)
+        {
+            return Err(DataError::Inconsistent {
+                url: other.folder.url(),
+                reason: format!(
+                    "{} bins per trial, but {} has {}",
+                    other.n_bins,
+                    first.folder.url(),
+                    first.n_bins
+                ),
+            });
         }
         Ok(Self {
             root: url.to_string(),

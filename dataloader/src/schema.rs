@@ -189,15 +189,15 @@ pub(crate) fn check_schema(url: &str, schema: &Schema) -> Result<()> {
         }
     }
     for field in schema.fields() {
-        if let Some(expect) = expectation(field.name()) {
-            if !expect.accepts(field.data_type()) {
-                return Err(DataError::ColumnType {
-                    url: url.to_string(),
-                    column: field.name().clone(),
-                    expected: expect.describe().to_string(),
-                    found: field.data_type().to_string(),
-                });
-            }
+        if let Some(expect) = expectation(field.name())
+            && !expect.accepts(field.data_type())
+        {
+            return Err(DataError::ColumnType {
+                url: url.to_string(),
+                column: field.name().clone(),
+                expected: expect.describe().to_string(),
+                found: field.data_type().to_string(),
+            });
         }
     }
     Ok(())
