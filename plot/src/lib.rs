@@ -550,7 +550,9 @@ fn draw_legend<DB: DrawingBackend>(
 /// Tick labels without trailing noise: 2000, 0.37, 1.2e-3.
 fn compact(v: f64) -> String {
     let a = v.abs();
-    if a == 0.0 {
+    // Axis ticks are stepped in floating point, so the tick at zero can arrive as
+    // -2.8e-17; no axis this crate draws spans so little that such a value is not zero.
+    if a < 1e-12 {
         "0".into()
     } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.1e}")
@@ -665,5 +667,6 @@ mod tests {
         assert_eq!(compact(0.0012), "0.0012");
         assert_eq!(compact(0.00012), "1.2e-4");
         assert_eq!(compact(0.0), "0");
+        assert_eq!(compact(-2.8e-17), "0");
     }
 }
